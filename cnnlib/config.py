@@ -1,0 +1,94 @@
+"""Every training hyperparameter, in one place, with its unit and meaning.
+
+`TrainConfig` is the only place a default lives: the CLI builds its flags
+from these fields (`train.get_args_parser`), recipes override a few of them,
+and the checkpoint stores the resolved config as a plain dict.
+
+The default recipe reaches >= 75% CIFAR-10 test accuracy with `simple_cnn`
+in 10 epochs on a 2-core CPU; `--recipe seed` reproduces the original
+tutorial (Adam 1e-3, batch 32, dropout 0.5, constant learning rate).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+from .errors import CNNLibError
+
+DATA_ROOT_ENV = "CNNLIB_DATA_ROOT"  # environment variable for the data root
+DEFAULT_DATA_ROOT = os.path.join("~", ".cache", "cnnlib")  # used when neither flag nor env is set
+
+
+@dataclass
+class TrainConfig:
+    # --- data ---
+    data: str = "cifar10"          # cifar10 | mnist | fashion-mnist | path to an ImageFolder tree
+    data_root: str = ""            # where datasets and decoded caches live; "" -> $CNNLIB_DATA_ROOT or ~/.cache/cnnlib
+    download: bool = True          # let torchvision download named datasets when missing
+    val_size: int = 5000           # images held out of the training split for validation (best-checkpoint choice)
+    test_fraction: float = 0.1     # ImageFolder without test/: fraction of images carved out as the test split
+    split_seed: int = 0            # seed of the train/val (and carved test) split; fixed so runs compare
+    image_size: int = 0            # ImageFolder only: resize to this square size; 0 -> size of the first image
+    # --- model ---
+    model: str = "simple_cnn"      # a name from cnnlib.models.list_models()
+    dropout: float = 0.2           # dropout probability before the classifier (models that have one)
+    width: int = 0                 # base channel width for models that take one; 0 -> the model's own default
+    # --- optimisation ---
+    epochs: int = 10               # full passes over the training split
+    batch_size: int = 128          # images per optimiser step (per process under DDP)
+    optimizer: str = "adamw"       # adamw | adam | sgd
+    lr: float = 3e-3               # peak learning rate (the one-cycle maximum, or the constant rate)
+    weight_decay: float = 5e-2     # decoupled for adamw, L2 for adam/sgd
+    momentum: float = 0.9          # sgd momentum (nesterov)
+    schedule: str = "onecycle"     # onecycle | cosine | constant
+    warmup: float = 0.25           # onecycle: fraction of all steps spent rising to the peak rate
+    label_smoothing: float = 0.0   # cross-entropy label smoothing in [0, 1)
+    grad_clip: float = 0.0         # max global gradient norm; 0 -> no clipping
+    # --- augmentation (batched tensor ops on the training device) ---
+    augment: bool = True           # random crop + horizontal flip on the training split
+    crop_padding: int = 4          # pixels of zero padding before the random crop (the original's 4)
+    flip: bool = True              # random horizontal flip (turn off for digits)
+    # --- run ---
+    seed: int = 0                  # seeds model init, batch order and augmentation
+    precision: str = "auto"        # auto | fp32 | bf16  (auto: bf16 autocast on CUDA, and on CPUs with native bf16)
+    device: str = "auto"           # auto | cpu | cuda | cuda:N
+    threads: int = 0               # CPU threads for torch; 0 -> torch's default (all cores)
+    eval_batch_size: int = 1000    # images per forward pass during validation/test
+    out: str = "checkpoints/model.pt"  # best checkpoint path; the resume state sits beside it
+    resume: bool = False           # continue the interrupted run that wrote <out>.resume.pt
+    progress: bool = True          # tqdm progress bar per epoch
+    record_filters: bool = True    # keep the first conv layer's kernels at every epoch in the history
+    recipe: str = "default"        # name of the recipe these values started from
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def resolved_data_root(self) -> str:
+        root = self.data_root or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT
+        return os.path.expanduser(root)
+
+
+# Recipes override a few fields of TrainConfig; everything else keeps its default.
+RECIPES: dict[str, dict] = {
+    "default": {},
+    # The original tutorial: Adam 1e-3, batch 32, constant rate, dropout 0.5, fp32.
+    "seed": dict(optimizer="adam", lr=1e-3, batch_size=32, schedule="constant", dropout=0.5,
+                 weight_decay=0.0, label_smoothing=0.0, precision="fp32"),
+    # A deeper ResNet: SGD + nesterov with a one-cycle rate and label smoothing.
+    "resnet": dict(model="resnet9", optimizer="sgd", lr=0.2, batch_size=256, weight_decay=5e-4,
+                   label_smoothing=0.1, dropout=0.0, epochs=16, warmup=0.2),
+}
+
+
+def make_config(recipe: str = "default", **overrides) -> TrainConfig:
+    """The config of `recipe` with `overrides` (None values are ignored)."""
+    if recipe not in RECIPES:
+        raise CNNLibError(f"unknown recipe {recipe!r}; known recipes: {', '.join(sorted(RECIPES))}")
+    values = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(recipe=recipe, **values)

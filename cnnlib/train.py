@@ -1,0 +1,376 @@
+"""Train a CNN and write a CNN Lens checkpoint (best by validation accuracy).
+
+    python -m cnnlib train --data cifar10 --model simple_cnn --epochs 10 --out checkpoints/simple_cnn.pt
+    torchrun --nproc_per_node=2 -m cnnlib train ...        # DistributedDataParallel, rank 0 writes
+
+The whole training split sits on the device as one uint8 tensor; each step
+gathers a batch, augments it with tensor ops, normalizes it and runs the
+model (bf16 autocast where it pays, channels_last). After every
+epoch: validation, a summary line, the best checkpoint (atomic), and a
+resume state beside it (`<out>.resume.pt`, removed when the run finishes).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import math
+import os
+import re
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from . import data as data_mod
+from .checkpoint import atomic_torch_save, load_checkpoint, safe_torch_load, save_checkpoint
+from .config import RECIPES, TrainConfig, make_config
+from .errors import CNNLibError, TrainingError
+from .inference import resolve_device
+from .models import first_conv, get_model, list_models
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _field_help() -> dict[str, str]:
+    """Help text for each TrainConfig field: the comment beside it in config.py."""
+    import inspect
+    from . import config
+    src = inspect.getsource(config.TrainConfig)
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+): [^=]+=[^#\n]*#(.*)$", src, re.M)}
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """One flag per TrainConfig field; unset flags fall back to the recipe, then the dataclass."""
+    p = argparse.ArgumentParser(prog="python -m cnnlib train", add_help=add_help,
+                                description="Train a CNN and write a CNN Lens checkpoint.")
+    helps = _field_help()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        text = helps.get(f.name, "") + f" (default: {f.default!r})"
+        if f.name == "recipe":
+            p.add_argument(flag, default="default", choices=sorted(RECIPES), help=helps.get("recipe", ""))
+        elif f.type in (bool, "bool"):
+            p.add_argument(flag, default=None, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            extra = {"choices": list_models()} if f.name == "model" else {}
+            p.add_argument(flag, type=kind, default=None, help=text, **extra)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {k: v for k, v in vars(args).items() if k != "recipe"}
+    return make_config(args.recipe, **values)
+
+
+# ----------------------------------------------------------------------------- precision and devices
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: the CPUs where bf16 autocast was measured faster (bench/bench_train.py)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+    except OSError:
+        return False
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device):
+    """None for fp32, else the autocast dtype."""
+    if cfg.precision == "fp32":
+        return None
+    if cfg.precision not in ("auto", "bf16"):
+        raise CNNLibError(f"unknown precision {cfg.precision!r}; use auto, bf16 or fp32")
+    if device.type == "cuda":
+        return torch.bfloat16
+    if cfg.precision == "bf16" or cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def describe_device(device: torch.device, dtype) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return f"{name}, {'bf16 autocast' if dtype is not None else 'fp32'}"
+
+
+# ----------------------------------------------------------------------------- one epoch, evaluation
+
+def to_input(xb: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> normalized float (B, C, H, W)."""
+    x = (xb.float().div_(255.0) - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def train_one_epoch(model, optimizer, scheduler, x_train, y_train, cfg: TrainConfig, ctx: dict, epoch: int) -> dict:
+    """One pass over the (sharded) training split. Returns mean loss/accuracy and seconds."""
+    model.train()
+    t0 = time.perf_counter()
+    n = len(x_train)
+    perm = torch.randperm(n, generator=ctx["order_gen"])                 # same order on every rank
+    shard = perm[: n - n % ctx["world"]][ctx["rank"]::ctx["world"]]      # equal shards under DDP
+    batches = torch.split(shard, cfg.batch_size)
+    loss_sum = torch.zeros((), device=ctx["device"])
+    correct = torch.zeros((), device=ctx["device"], dtype=torch.int64)
+    seen = 0
+    bar = None
+    if cfg.progress and ctx["rank"] == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+    for step, idx in enumerate(batches):
+        idx = idx.to(ctx["device"])
+        xb, yb = x_train[idx], y_train[idx]                              # (B, C, H, W) uint8, (B,)
+        if cfg.augment:
+            xb = data_mod.augment_batch(xb, cfg.crop_padding, cfg.flip, generator=ctx["aug_gen"])
+        xb = to_input(xb, ctx["mean"], ctx["std"], ctx["channels_last"])
+        with autocast(ctx["device"], ctx["dtype"]):
+            logits = model(xb)
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == yb).sum()
+        seen += len(idx)
+        if bar is not None and (step % 20 == 0 or step == len(batches) - 1):
+            running = loss_sum.item() / seen
+            if not math.isfinite(running):
+                break
+            bar.set_postfix(loss=f"{running:.3f}", acc=f"{correct.item() / seen:.3f}",
+                            lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(seen), device=loss_sum.device)])
+    if ctx["world"] > 1:
+        dist.all_reduce(totals)
+    loss_sum, correct_n, seen_n = totals.tolist()
+    return {"loss": loss_sum / seen_n, "acc": correct_n / seen_n, "seconds": time.perf_counter() - t0}
+
+
+@torch.inference_mode()
+def evaluate(model, x, y, mean, std, device, dtype=None, batch_size: int = 1000, channels_last: bool = False) -> dict:
+    """Loss, accuracy and probabilities (float32 (N, K)) of `model` on uint8 images x (N, C, H, W)."""
+    was_training = model.training
+    model.eval()
+    probs, loss_sum = [], 0.0
+    for i in range(0, len(x), batch_size):
+        xb = to_input(x[i:i + batch_size].to(device), mean, std, channels_last)
+        yb = y[i:i + batch_size].to(device)
+        with autocast(device, dtype):
+            logits = model(xb).float()
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+        probs.append(torch.softmax(logits, 1).cpu())
+    model.train(was_training)
+    probs = torch.cat(probs) if probs else torch.zeros(0)
+    acc = (probs.argmax(1) == y.cpu()).float().mean().item() if len(y) else float("nan")
+    return {"loss": loss_sum / max(len(y), 1), "acc": acc, "probs": probs}
+
+
+# ----------------------------------------------------------------------------- the run
+
+def build_optimizer(model, cfg: TrainConfig, steps_total: int):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)           # no decay on biases and BatchNorm
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    elif cfg.optimizer == "adam":
+        opt = torch.optim.Adam(groups, lr=cfg.lr)
+    elif cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    else:
+        raise CNNLibError(f"unknown optimizer {cfg.optimizer!r}; use adamw, adam or sgd")
+    if cfg.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps_total + 1,
+                                                    pct_start=cfg.warmup, anneal_strategy="linear",
+                                                    cycle_momentum=False, div_factor=10, final_div_factor=100)
+    elif cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps_total)
+    elif cfg.schedule == "constant":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    else:
+        raise CNNLibError(f"unknown schedule {cfg.schedule!r}; use onecycle, cosine or constant")
+    return opt, sched
+
+
+def model_kwargs(cfg: TrainConfig, splits: dict) -> dict:
+    c, h, w = splits["train"][0].shape[1:]
+    kwargs = {"num_classes": len(splits["classes"]), "in_channels": int(c), "image_size": int(h), "dropout": cfg.dropout}
+    if cfg.width:
+        kwargs["width"] = cfg.width
+    return kwargs
+
+
+def resume_path(out: str) -> str:
+    return out + ".resume.pt"
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Train according to `cfg`; returns the final checkpoint dict (rank 0) or {} (other ranks)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = resolve_device(cfg.device)
+    if world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _run(cfg, device, rank, world)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t_start = time.perf_counter()
+    splits = data_mod.load_dataset(cfg.data, cfg.data_root or None, cfg.val_size, cfg.split_seed,
+                                   cfg.download, cfg.test_fraction, cfg.image_size)
+    x_train, y_train = (t.to(device) for t in splits["train"])
+    mean_l, std_l = data_mod.channel_stats(splits["train"][0])
+    mean = torch.tensor(mean_l, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(std_l, device=device).view(1, -1, 1, 1)
+    dtype = autocast_dtype(cfg, device)
+    channels_last = True  # faster on CUDA and, measured, on CPU (oneDNN) in bf16 and fp32
+
+    torch.manual_seed(cfg.seed)
+    kwargs = model_kwargs(cfg, splits)
+    model = get_model(cfg.model, **kwargs).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    steps_per_epoch = math.ceil((len(x_train) - len(x_train) % world) // world / cfg.batch_size)
+    optimizer, scheduler = build_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+    ctx = {"device": device, "dtype": dtype, "mean": mean, "std": std, "channels_last": channels_last,
+           "rank": rank, "world": world,
+           "order_gen": torch.Generator().manual_seed(cfg.seed),
+           "aug_gen": torch.Generator().manual_seed(cfg.seed * 1000 + rank + 1)}
+    history, best_acc, best_epoch, start_epoch, prior_seconds = [], -1.0, 0, 1, 0.0
+
+    if cfg.resume:
+        state = safe_torch_load(resume_path(cfg.out)) if os.path.exists(resume_path(cfg.out)) else None
+        if state is None:
+            raise TrainingError(f"--resume: no interrupted run to continue ({resume_path(cfg.out)} does not exist)")
+        saved = TrainConfig.from_dict(state["config"])
+        for key in ("data", "model", "epochs", "batch_size", "optimizer", "schedule", "lr", "seed", "split_seed", "val_size"):
+            if getattr(saved, key) != getattr(cfg, key):
+                raise TrainingError(f"--resume: {key} was {getattr(saved, key)!r} in the interrupted run but is "
+                                    f"{getattr(cfg, key)!r} now; resume with the same settings")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ctx["order_gen"].set_state(state["order_gen"])
+        ctx["aug_gen"].set_state(state["aug_gen"][rank] if rank < len(state["aug_gen"]) else state["aug_gen"][0])
+        torch.set_rng_state(state["torch_rng"])
+        history, best_acc, best_epoch = state["history"], state["best_val_acc"], state["best_epoch"]
+        start_epoch, prior_seconds = state["epoch"] + 1, state["train_seconds"]
+        if rank == 0:
+            print(f"resuming {cfg.out} after epoch {state['epoch']} of {cfg.epochs}", flush=True)
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    ckpt_base = {
+        "model": {"name": cfg.model, "kwargs": kwargs},
+        "classes": splits["classes"],
+        "input_shape": list(splits["train"][0].shape[1:]),
+        "normalization": {"mean": mean_l, "std": std_l},
+        "data": {"name": splits["name"], "path": splits["path"], "split_seed": cfg.split_seed, "sizes": splits["sizes"]},
+        "config": cfg.to_dict(),
+        "device": describe_device(device, dtype) + (f" x{world} (DDP)" if world > 1 else ""),
+    }
+    x_val, y_val = splits["val"]
+    if rank == 0:
+        print(f"{cfg.model} on {splits['name']}: {splits['sizes']} images, {len(splits['classes'])} classes, "
+              f"{sum(p.numel() for p in model.parameters()):,} parameters, {ckpt_base['device']}", flush=True)
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t_epoch = time.perf_counter()
+        stats = train_one_epoch(net, optimizer, scheduler, x_train, y_train, cfg, ctx, epoch)
+        if not math.isfinite(stats["loss"]):
+            raise TrainingError(f"epoch {epoch}: the training loss became {stats['loss']} (not finite); stopping. "
+                                f"The last good checkpoint ({cfg.out}, epoch {best_epoch or 'none yet'}) is untouched. "
+                                f"Try a lower --lr (now {cfg.lr}) or --grad-clip 1.0.")
+        val = evaluate(model, x_val, y_val, mean, std, device, dtype, cfg.eval_batch_size, channels_last)
+        row = {"epoch": epoch, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
+               "val_acc": val["acc"], "lr": optimizer.param_groups[0]["lr"],
+               "seconds": time.perf_counter() - t_epoch}
+        if cfg.record_filters:
+            row["first_layer"] = first_conv(model)[1].weight.detach().float().cpu().to(torch.float16).clone()
+        history.append(row)
+        improved = val["acc"] > best_acc
+        if improved:
+            best_acc, best_epoch = val["acc"], epoch
+        elapsed = prior_seconds + time.perf_counter() - t_start
+        if rank == 0:
+            print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {stats['loss']:.4f} acc {stats['acc']:.4f}  "
+                  f"val loss {val['loss']:.4f} acc {val['acc']:.4f}  lr {row['lr']:.2e}  "
+                  f"{row['seconds']:.1f}s{'  *best' if improved else ''}", flush=True)
+            if improved:
+                save_checkpoint({**ckpt_base, "state_dict": _cpu_state(model), "history": history,
+                                 "best_epoch": best_epoch,
+                                 "metrics": {"val_acc": best_acc, "test_acc": None, "test_loss": None,
+                                             "train_seconds": elapsed}}, cfg.out)
+            atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "model": _cpu_state(model),
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "order_gen": ctx["order_gen"].get_state(), "aug_gen": [ctx["aug_gen"].get_state()],
+                               "torch_rng": torch.get_rng_state(), "history": history,
+                               "best_val_acc": best_acc, "best_epoch": best_epoch, "train_seconds": elapsed},
+                              resume_path(cfg.out))
+        if world > 1:
+            dist.barrier()
+
+    if rank != 0:
+        return {}
+    train_seconds = prior_seconds + time.perf_counter() - t_start
+    best = load_checkpoint(cfg.out)
+    model.load_state_dict(best["state_dict"])
+    x_test, y_test = splits["test"]
+    test = evaluate(model, x_test, y_test, mean, std, device, dtype, cfg.eval_batch_size, channels_last)
+    best["history"] = history
+    best["metrics"] = {"val_acc": best_acc, "test_acc": test["acc"], "test_loss": test["loss"],
+                       "train_seconds": train_seconds}
+    best["test_predictions"] = {"targets": y_test.to(torch.int16), "preds": test["probs"].argmax(1).to(torch.int16),
+                                "probs": test["probs"].to(torch.float16)}
+    best["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    save_checkpoint(best, cfg.out)
+    if os.path.exists(resume_path(cfg.out)):
+        os.unlink(resume_path(cfg.out))
+    from .plots import save_training_plot
+    plot = save_training_plot(history, os.path.join(os.path.dirname(os.path.abspath(cfg.out)), "training_results.png"),
+                              title=f"{cfg.model} on {splits['name']}", best_epoch=best_epoch)
+    print(f"test accuracy {test['acc']:.4f} (loss {test['loss']:.4f}) with the best epoch {best_epoch} "
+          f"(val {best_acc:.4f}); trained in {train_seconds:.1f}s; wrote {cfg.out} and {plot}", flush=True)
+    return best
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    try:
+        run(cfg)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; {cfg.out} holds the best epoch so far. Continue with the same command "
+              f"plus --resume.", flush=True)
+        return 130
+    return 0
