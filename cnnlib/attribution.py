@@ -1,0 +1,239 @@
+"""Attributions with Captum: which pixels made the network say "cat"?
+
+    r = attribute(model, x01, "integrated_gradients")       # target: the predicted class
+    r["heatmap"]  float32 (H, W) in [0, 1]     r["overlay"]  uint8 (H, W, 3)
+    r["raw"]      float32 (H, W), signed       r["attribution"]  float32 (C, H, W) (Grad-CAM: (1, H, W))
+
+The checkpoint's normalization sits inside a wrapper module (`Normalized`), so
+attributions are taken on, and overlaid on, the raw [0, 1] image. Every call
+runs on a private `working_copy` of the model in eval() with gradients on
+(even inside `no_grad` / `inference_mode`): Captum's hooks (Grad-CAM's
+forward hook, Guided Backprop's ReLU hooks) never touch the shared model, so
+threads do not interfere and the model is left exactly as found. Captum only
+calls `torch.autograd.grad`, so no parameter `.grad` is ever written.
+
+Heatmaps: gradient methods use sum_c |attribution_c|; Grad-CAM its (ReLU'd)
+map; Occlusion the positive part of the output drop. `raw` is the signed sum
+over channels (Integrated Gradients: it sums to f(x) - f(baseline)); for
+Occlusion the channel mean (the drop in the target logit).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from captum.attr import (GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients, LayerAttribution,
+                         LayerGradCam, NoiseTunnel, Occlusion, Saliency)
+from torch import nn
+
+from .errors import CNNLibError
+from .interpret import as_image01, default_gradcam_layer, get_layer, model_device, working_copy
+
+# Captum announces its (temporary) ReLU hooks on every Guided Backprop call; they are on a private copy.
+warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations", module="captum")
+
+METHODS = ["saliency", "integrated_gradients", "smoothgrad", "input_x_gradient", "guided_backprop",
+           "gradcam", "guided_gradcam", "occlusion"]
+METHOD_LABELS = {"saliency": "Saliency", "integrated_gradients": "Integrated Gradients",
+                 "smoothgrad": "SmoothGrad", "input_x_gradient": "Input × Gradient",
+                 "guided_backprop": "Guided Backprop", "gradcam": "Grad-CAM",
+                 "guided_gradcam": "Guided Grad-CAM", "occlusion": "Occlusion"}
+LAYER_METHODS = ("gradcam", "guided_gradcam")
+
+
+class Normalized(nn.Module):
+    """x01 (B, C, H, W) in [0, 1] -> net((x01 - mean) / std): the network on raw images."""
+
+    def __init__(self, net: nn.Module, meta: dict):
+        super().__init__()
+        if not meta or "normalization" not in meta:
+            raise CNNLibError("the model has no normalization statistics: load it with load_model()")
+        self.net = net
+        dev = model_device(net)
+        self.register_buffer("mean", torch.tensor(meta["normalization"]["mean"], device=dev).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(meta["normalization"]["std"], device=dev).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return self.net((x - self.mean) / self.std)
+
+
+class _SeededNoiseTunnel(NoiseTunnel):
+    """NoiseTunnel drawing its noise from a private generator: reproducible, and no global RNG shared by threads."""
+
+    def __init__(self, attribution_method, seed: int):
+        super().__init__(attribution_method)
+        self._seed, self._gens = seed, {}
+
+    def _add_noise_to_input(self, input, stdev, nt_samples_partition):   # overrides Captum's staticmethod
+        g = self._gens.get(input.device)
+        if g is None:
+            g = self._gens[input.device] = torch.Generator(device=input.device).manual_seed(self._seed)
+        size = (input.shape[0] * nt_samples_partition,) + tuple(input.shape[1:])
+        noise = torch.randn(size, generator=g, device=input.device, dtype=input.dtype) * stdev
+        return input.repeat_interleave(nt_samples_partition, dim=0) + noise
+
+
+def _baseline(x: torch.Tensor, wrapper: Normalized, baseline) -> torch.Tensor | float:
+    """'black' (0), 'white' (1), 'mean' (the training mean colour), a number, or a tensor like x."""
+    if isinstance(baseline, str):
+        if baseline == "black":
+            return 0.0
+        if baseline == "white":
+            return 1.0
+        if baseline == "mean":
+            return wrapper.mean.expand_as(x).clone()
+        raise CNNLibError(f"unknown baseline {baseline!r}; use black, white, mean, a number or a tensor")
+    if isinstance(baseline, torch.Tensor):
+        return baseline.to(x.device, x.dtype).reshape(x.shape).clone()
+    return float(baseline)
+
+
+def _attribute_one(wrapper: Normalized, image: torch.Tensor, method: str, target, layer: str | None,
+                   opts: dict) -> dict:
+    """One image (C, H, W) in [0, 1] -> attribution (C', H, W) plus everything `attribute` returns."""
+    x = image.unsqueeze(0).to(model_device(wrapper)).clone().requires_grad_()     # (1, C, H, W)
+    c, h, w = x.shape[1:]
+    with torch.no_grad():
+        probs = torch.softmax(wrapper(x).float(), dim=1)[0]                           # (K,)
+    k = probs.numel()
+    t = int(probs.argmax()) if target is None else int(target)
+    if not 0 <= t < k:
+        raise CNNLibError(f"target class {target} is out of range (the model has {k} classes)")
+    out = {"method": method, "target": t, "probs": probs.cpu().numpy().astype(np.float32)}
+    if method == "saliency":
+        a = Saliency(wrapper).attribute(x, target=t, abs=False)
+    elif method == "integrated_gradients":
+        a, delta = IntegratedGradients(wrapper).attribute(
+            x, baselines=_baseline(x, wrapper, opts.get("baseline", "black")), target=t,
+            n_steps=int(opts.get("n_steps", 50)), internal_batch_size=opts.get("internal_batch_size"),
+            return_convergence_delta=True)
+        out["delta"] = float(delta.reshape(-1)[0])       # sum(attr) - (f(x) - f(baseline)), target logit
+    elif method == "smoothgrad":
+        n = int(opts.get("nt_samples", 25))
+        a = _SeededNoiseTunnel(Saliency(wrapper), int(opts.get("seed", 0))).attribute(
+            x, nt_type="smoothgrad", nt_samples=n, stdevs=float(opts.get("stdev", 0.15)),
+            nt_samples_batch_size=int(opts.get("nt_samples_batch_size", n)), target=t, abs=False)
+    elif method == "input_x_gradient":
+        a = InputXGradient(wrapper).attribute(x, target=t)
+    elif method == "guided_backprop":
+        a = GuidedBackprop(wrapper).attribute(x, target=t)
+    elif method in LAYER_METHODS:
+        out["layer"] = layer
+        module = get_layer(wrapper.net, layer)
+        if method == "gradcam":
+            cam = LayerGradCam(wrapper, module).attribute(x, target=t, relu_attributions=True)   # (1, 1, h', w')
+            if cam.dim() != 4:
+                raise CNNLibError(f"Grad-CAM needs a layer with a spatial output; {layer!r} gives {tuple(cam.shape)}")
+            out["cam"] = cam[0, 0].detach().float().cpu().numpy()
+            a = LayerAttribution.interpolate(cam, (h, w), interpolate_mode="bilinear")             # (1, 1, H, W)
+        else:
+            a = GuidedGradCam(wrapper, module).attribute(x, target=t, interpolate_mode="bilinear")
+    elif method == "occlusion":
+        win = int(opts.get("window", max(2, h // 8)))
+        stride = int(opts.get("stride", max(1, win // 2)))
+        a = Occlusion(wrapper).attribute(
+            x, sliding_window_shapes=(c, win, win), strides=(c, stride, stride),
+            baselines=_baseline(x, wrapper, opts.get("baseline", "black")), target=t,
+            perturbations_per_eval=int(opts.get("perturbations_per_eval", 64)))
+    else:
+        raise CNNLibError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
+    a = a.detach()[0].float()                                                          # (C', H, W)
+    if method == "occlusion":
+        raw = a.mean(0)
+        mag = raw.clamp_min(0)
+    elif method == "gradcam":
+        raw = mag = a[0].clamp_min(0)       # bilinear upsampling of a non-negative map stays non-negative
+    else:
+        raw, mag = a.sum(0), a.abs().sum(0)
+    out.update(attribution=a.cpu().numpy(), raw=raw.cpu().numpy(), magnitude=mag.cpu().numpy())
+    return out
+
+
+def attribute_many(model: nn.Module, xs, method: str, targets=None, scale: str = "image", layer: str | None = None,
+                   alpha: float = 0.5, cmap: str = "jet", clip_percentile: float = 100.0, **opts) -> list[dict]:
+    """`attribute` for several images; scale="shared" puts every heatmap on one scale (same method only).
+
+    xs: (N, C, H, W) or a list of (C, H, W) (uint8 or [0, 1]); targets: None or one per image (None = predicted).
+    """
+    if method not in METHODS:
+        raise CNNLibError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
+    if scale not in ("image", "shared"):
+        raise CNNLibError(f"scale must be 'image' or 'shared', not {scale!r}")
+    images = [as_image01(x) for x in xs]
+    targets = [None] * len(images) if targets is None else list(targets)
+    if len(targets) != len(images):
+        raise CNNLibError(f"{len(images)} images but {len(targets)} targets")
+    if method in LAYER_METHODS:
+        layer = layer or default_gradcam_layer(model)
+        get_layer(model, layer)
+    with torch.inference_mode(False), torch.enable_grad():      # also inside a caller's no_grad / inference_mode
+        wrapper = Normalized(working_copy(model), getattr(model, "meta", None)).eval()
+        results = [_attribute_one(wrapper, im, method, t, layer, opts) for im, t in zip(images, targets)]
+    vmax = [_vmax(r["magnitude"], clip_percentile) for r in results]
+    if scale == "shared":
+        vmax = [max(vmax)] * len(results)
+    for r, im, v in zip(results, images, vmax):
+        mag = r.pop("magnitude")
+        r["heatmap"] = (np.clip(mag / v, 0, 1) if v > 0 else np.zeros_like(mag)).astype(np.float32)
+        r["scale"] = float(v)
+        r["overlay"] = overlay(im, r["heatmap"], alpha=alpha, cmap=cmap)
+    return results
+
+
+def attribute(model: nn.Module, x01, method: str, target: int | None = None, layer: str | None = None,
+              **opts) -> dict:
+    """Attribution of one image (C, H, W) in [0, 1] for `target` (default: the predicted class).
+
+    Returns heatmap float32 (H, W) in [0, 1], raw float32 (H, W) (signed, unnormalized), attribution
+    float32 (C, H, W) (Grad-CAM: (1, H, W)), overlay uint8 (H, W, 3), target, probs float32 (K,),
+    method, scale (the magnitude mapped to 1), and per method: layer + cam (h', w') (Grad-CAM),
+    delta (Integrated Gradients' completeness error).
+    Options: layer (Grad-CAM / Guided Grad-CAM; default `default_gradcam_layer`), n_steps,
+    internal_batch_size, baseline ('black' | 'white' | 'mean' | number | tensor) for IG and Occlusion,
+    nt_samples, stdev, seed (SmoothGrad), window, stride, perturbations_per_eval (Occlusion),
+    alpha, cmap, clip_percentile (heatmap scale at that percentile of the magnitude).
+    """
+    return attribute_many(model, [x01], method, [target], layer=layer, **opts)[0]
+
+
+def _vmax(mag: np.ndarray, clip_percentile: float) -> float:
+    return float(np.percentile(mag, clip_percentile) if clip_percentile < 100 else mag.max())
+
+
+# -----------------------------------------------------------------------------
+# colour
+
+def colormap(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """(H, W) in [0, 1] -> (H, W, 3) float32 RGB in [0, 1]. 'jet' and 'gray' built in; others via matplotlib."""
+    v = np.clip(np.nan_to_num(np.asarray(values, np.float32)), 0, 1)
+    if cmap == "jet":
+        return np.stack([np.clip(1.5 - np.abs(4 * v - s), 0, 1) for s in (3, 2, 1)], -1).astype(np.float32)
+    if cmap == "gray":
+        return np.repeat(v[..., None], 3, -1)
+    try:
+        import matplotlib
+        return matplotlib.colormaps[cmap](v)[..., :3].astype(np.float32)
+    except (ImportError, KeyError):
+        raise CNNLibError(f"unknown colour map {cmap!r}") from None
+
+
+def overlay(image01, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "jet", weighted: bool = False) -> np.ndarray:
+    """Blend a heatmap (H, W) in [0, 1] over an image ((C, H, W) / (H, W, C) / (H, W) in [0, 1]) -> uint8 (H, W, 3).
+
+    weighted=True scales the blend by the heatmap, so unimportant pixels show the plain image.
+    """
+    img = np.asarray(image01.detach().cpu() if isinstance(image01, torch.Tensor) else image01)
+    img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = img.transpose(1, 2, 0)                                   # (C, H, W) -> (H, W, C)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, -1)
+    heat = np.asarray(heatmap, np.float32)
+    if img.shape[:2] != heat.shape:
+        raise CNNLibError(f"image {img.shape[:2]} and heatmap {heat.shape} differ in size")
+    a = alpha * (heat[..., None] if weighted else 1.0)
+    out = (1 - a) * np.clip(img, 0, 1) + a * colormap(heat, cmap)
+    return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
