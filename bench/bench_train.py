@@ -23,6 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cnnlib import data as data_mod  # noqa: E402
+from cnnlib import precision  # noqa: E402
 from cnnlib import train as train_mod  # noqa: E402
 from cnnlib.config import make_config  # noqa: E402
 from cnnlib.models import get_model  # noqa: E402
@@ -53,7 +54,7 @@ def cnnlib_epoch(splits: dict, recipe: str) -> tuple[float, str]:
     device = torch.device("cpu")
     x, y = splits["train"]
     mean, std = data_mod.channel_stats(x)
-    dtype = train_mod.autocast_dtype(cfg, device)
+    dtype = precision.autocast_dtype(cfg, device)
     ctx = {"device": device, "dtype": dtype, "mean": torch.tensor(mean).view(1, -1, 1, 1),
            "std": torch.tensor(std).view(1, -1, 1, 1), "channels_last": True, "rank": 0, "world": 1,
            "order_gen": torch.Generator().manual_seed(0), "aug_gen": torch.Generator().manual_seed(1)}
@@ -61,7 +62,7 @@ def cnnlib_epoch(splits: dict, recipe: str) -> tuple[float, str]:
     model = get_model("simple_cnn", num_classes=10, dropout=cfg.dropout).to(memory_format=torch.channels_last)
     opt, sched = train_mod.build_optimizer(model, cfg, -(-len(x) // cfg.batch_size))
     stats = train_mod.train_one_epoch(model, opt, sched, x, y, cfg, ctx, 1)
-    return stats["seconds"], train_mod.describe_device(device, dtype)
+    return stats["seconds"], precision.describe_device(device, dtype)
 
 
 def main():

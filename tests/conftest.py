@@ -114,3 +114,66 @@ def tiny_cifar_ckpt(tmp_path_factory):
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     folder = write_image_folder(base / "data", n_train=200, n_test=100, classes=names, size=32)
     return train_tiny(base, folder, epochs=2)
+
+
+# ----------------------------------------------------------------------------- dashboard tests
+
+def pytest_addoption(parser):
+    parser.addoption("--no-browser", action="store_true", default=False,
+                     help="skip the real-browser dashboard test (tests/test_browser.py); "
+                          "also: CNNLENS_SKIP_BROWSER=1")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "browser: drives the dashboard in headless Chromium "
+                                       "(skipped with --no-browser or CNNLENS_SKIP_BROWSER=1)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--no-browser") or os.environ.get("CNNLENS_SKIP_BROWSER") == "1":
+        skip = pytest.mark.skip(reason="browser test turned off (--no-browser / CNNLENS_SKIP_BROWSER=1)")
+        for item in items:
+            if "browser" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def lens_checkpoints(tiny_ckpt, tmp_path_factory):
+    """A checkpoint folder for the dashboard: tiny.pt (the trained tiny_ckpt) and, newest, wrong.pt (the same
+    network with noise on its classifier, so it makes real mistakes; its stored test predictions are recomputed).
+    Also nodata.pt in a folder of its own: wrong.pt whose recorded dataset folder does not exist."""
+    import shutil
+
+    from cnnlib.checkpoint import load_checkpoint, save_checkpoint
+    from cnnlib.data import load_checkpoint_split
+    from cnnlib.evaluate import run_split
+    from cnnlib.inference import load_model
+
+    base = tmp_path_factory.mktemp("lens")
+    folder = base / "checkpoints"
+    folder.mkdir()
+    shutil.copy(tiny_ckpt, folder / "tiny.pt")
+    ckpt = load_checkpoint(tiny_ckpt)
+    x, y = load_checkpoint_split({k: v for k, v in ckpt.items() if k != "state_dict"}, "test")
+    gen = torch.Generator().manual_seed(0)
+    for scale in (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0):
+        sd = {k: v.clone() for k, v in ckpt["state_dict"].items()}
+        w = sd["fc2.weight"]
+        sd["fc2.weight"] = w + scale * w.std() * torch.randn(w.shape, generator=gen)
+        out = run_split(load_model({**ckpt, "state_dict": sd}), x, y)
+        acc = float((out["preds"] == out["targets"]).mean())
+        if 0.3 <= acc <= 0.85:
+            break
+    wrong = {**ckpt, "state_dict": sd, "metrics": {**ckpt["metrics"], "test_acc": acc},
+             "test_predictions": {"targets": y.to(torch.int16), "preds": torch.from_numpy(out["preds"]).to(torch.int16),
+                                  "probs": torch.from_numpy(out["probs"]).to(torch.float16)}}
+    save_checkpoint(wrong, str(folder / "wrong.pt"))
+    stamp = os.path.getmtime(folder / "tiny.pt") + 60
+    os.utime(folder / "wrong.pt", (stamp, stamp))
+    nodata_dir = base / "nodata"
+    nodata_dir.mkdir()
+    save_checkpoint({**wrong, "data": {**wrong["data"], "path": str(base / "no-such-dataset")}},
+                    str(nodata_dir / "nodata.pt"))
+    return {"dir": str(folder), "tiny": str(folder / "tiny.pt"), "wrong": str(folder / "wrong.pt"),
+            "nodata": str(nodata_dir / "nodata.pt"), "nodata_dir": str(nodata_dir), "accuracy": acc,
+            "data": ckpt["data"]["path"], "classes": ckpt["classes"]}

@@ -12,7 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnlib import CheckpointError, CNNLibError, DatasetError, TrainingError, get_model, list_models
+from cnnlib import CNNLibError, DatasetError, TrainingError, get_model, list_models
 from cnnlib import data as data_mod
 from cnnlib import train as train_mod
 from cnnlib.checkpoint import load_checkpoint, save_checkpoint
