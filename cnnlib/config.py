@@ -61,6 +61,9 @@ class TrainConfig:
     record_filters: bool = True    # keep the first conv layer's kernels at every epoch in the history
     recipe: str = "default"        # name of the recipe these values started from
 
+    # Fields that only steer how a run executes; --resume may change these, nothing else.
+    RUN_CONTROL = ("data_root", "download", "device", "threads", "eval_batch_size", "resume", "progress")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -83,7 +86,7 @@ RECIPES: dict[str, dict] = {
     # ResNet-9 at base width 16, sized for a laptop CPU: SGD + nesterov, one-cycle, label smoothing.
     # (On a GPU, add --width 64 for the full DAWNBench network.)
     "resnet": dict(model="resnet9", width=16, optimizer="sgd", lr=0.2, batch_size=256, weight_decay=5e-4,
-                   label_smoothing=0.1, dropout=0.0, epochs=20, warmup=0.2),
+                   label_smoothing=0.1, dropout=0.0, epochs=20, warmup=0.2, crop_padding=4),
 }
 
 

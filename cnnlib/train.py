@@ -233,7 +233,7 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
         if state is None:
             raise TrainingError(f"--resume: no interrupted run to continue ({resume_path(cfg.out)} does not exist)")
         saved = TrainConfig.from_dict(state["config"])
-        for key in ("data", "model", "epochs", "batch_size", "optimizer", "schedule", "lr", "seed", "split_seed", "val_size"):
+        for key in (f.name for f in dataclasses.fields(TrainConfig) if f.name not in TrainConfig.RUN_CONTROL):
             if getattr(saved, key) != getattr(cfg, key):
                 raise TrainingError(f"--resume: {key} was {getattr(saved, key)!r} in the interrupted run but is "
                                     f"{getattr(cfg, key)!r} now; resume with the same settings")

@@ -176,4 +176,6 @@ def lens_checkpoints(tiny_ckpt, tmp_path_factory):
                     str(nodata_dir / "nodata.pt"))
     return {"dir": str(folder), "tiny": str(folder / "tiny.pt"), "wrong": str(folder / "wrong.pt"),
             "nodata": str(nodata_dir / "nodata.pt"), "nodata_dir": str(nodata_dir), "accuracy": acc,
-            "data": ckpt["data"]["path"], "classes": ckpt["classes"]}
+            "data": ckpt["data"]["path"], "classes": ckpt["classes"],
+            "best_class": int(np.bincount(out["targets"][out["preds"] == out["targets"]],
+                                          minlength=len(ckpt["classes"])).argmax())}

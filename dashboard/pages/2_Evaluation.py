@@ -1,0 +1,149 @@
+"""Test-set evaluation: accuracy, confusion matrix (click a cell for its images), per-class scores, calibration."""
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+import lens
+
+ctx = lens.setup(
+    "Evaluation",
+    "How the model does on test images it never trained on. In the **confusion matrix** each row is the true "
+    "class and each column the predicted one: the diagonal holds the correct answers, every other cell a "
+    "specific mix-up — click one to see its images. The **reliability diagram** asks whether the model's "
+    "confidence can be trusted: a well-calibrated model is right 80% of the time when it says 80%.", icon="🎯")
+
+pixels = lens.test_pixels(ctx, notice=False)
+preds, rep = lens.checked("evaluating the test split", lens.evaluation, ctx, pixels)
+if rep is None:
+    st.warning("This checkpoint stores no test predictions (its training did not finish) and the test images "
+               "are not on disk, so there is nothing to evaluate yet.")
+    lens.test_pixels(ctx, why="Evaluating this checkpoint")
+    st.stop()
+classes = ctx.classes
+K = len(classes)
+
+with lens.guard("drawing the summary metrics"):
+    m = st.columns(5)
+    m[0].metric("Top-1 accuracy", lens.pct(rep["accuracy"]), help="The most likely class is the true one.")
+    m[1].metric(f"Top-{rep['top5_k']} accuracy", lens.pct(rep["top5_accuracy"]),
+                help=f"The true class is among the {rep['top5_k']} most likely ones.")
+    m[2].metric("Mean loss", f"{rep['mean_loss']:.3f}", help="Average cross-entropy of the true class.")
+    m[3].metric("ECE", f"{rep['ece']:.3f}", help="Expected calibration error: the average gap between "
+                "confidence and accuracy, weighted by how many images fall in each confidence bin. 0 is perfect.")
+    m[4].metric("Test images", f"{rep['n']:,}")
+    st.caption("Predictions stored in the checkpoint at the end of training." if preds["source"] == "stored"
+               else "Predictions computed now on the test images on disk.")
+
+
+def _cell_clicked():
+    """Chart click -> the true/predicted selectboxes below (a callback runs before the page is drawn)."""
+    state = st.session_state.get("eval_cm")
+    points = (state or {}).get("selection", {}).get("points", []) if state else []
+    if points:
+        lens.remember("eval_true", points[0]["y"])
+        lens.remember("eval_pred", points[0]["x"])
+
+
+with lens.guard("drawing the confusion matrix"):
+    st.subheader("Confusion matrix")
+    cm = np.array(rep["confusion_matrix"])
+    cmn = np.array(rep["confusion_normalized"])
+    mode = st.radio("Show", ["Counts", "Normalized by row"], horizontal=True, **lens.kept("eval_norm", "Counts"),
+                    help="Normalized: each row sums to 100%, so the diagonal is each class's recall.")
+    normalized = mode != "Counts"
+    z = cmn if normalized else cm
+    text = [[(f"{v:.0%}" if normalized else f"{v:d}") for v in row] for row in z.tolist()]
+    fig = go.Figure(go.Heatmap(z=z, x=classes, y=classes, colorscale="Blues", text=text,
+                               texttemplate="%{text}" if K <= 20 else None, hoverinfo="skip",
+                               zmin=0, zmax=1 if normalized else None,
+                               colorbar=dict(title="share" if normalized else "images")))
+    cell = max(6, min(60, int(430 / K)))
+    fig.add_trace(go.Scatter(   # one invisible square per cell: plotly reports clicks on these points
+        x=[classes[j] for i in range(K) for j in range(K)], y=[classes[i] for i in range(K) for j in range(K)],
+        customdata=[[int(cm[i, j]), float(cmn[i, j])] for i in range(K) for j in range(K)],
+        mode="markers", showlegend=False,
+        marker=dict(symbol="square", size=int(cell * 0.9), color="rgba(0,0,0,0)"),
+        selected=dict(marker=dict(color="rgba(255,165,0,0.45)")), unselected=dict(marker=dict(opacity=0)),
+        hovertemplate="true <b>%{y}</b>, predicted <b>%{x}</b><br>%{customdata[0]} images "
+                      "(%{customdata[1]:.1%} of the row)<extra>click to see them</extra>"))
+    fig.update_xaxes(title_text="predicted class", tickangle=-45 if K > 6 else 0, range=[-0.5, K - 0.5],
+                     showgrid=False, zeroline=False)
+    fig.update_yaxes(title_text="true class", range=[K - 0.5, -0.5], showgrid=False, zeroline=False)
+    fig.update_layout(height=max(380, min(900, 40 * K + 180)), margin=dict(t=10, b=10, l=10, r=10),
+                      clickmode="event+select", plot_bgcolor="rgba(0,0,0,0)")
+    lens.show_chart(fig, key="eval_cm", filename="confusion-matrix", on_select=_cell_clicked,
+                    selection_mode=("points",))
+    cm_rows = [{"true class": c, **{p: int(v) for p, v in zip(classes, row)}} for c, row in zip(classes, cm.tolist())]
+    lens.download_csv(cm_rows, "confusion-matrix.csv", key="eval_cm_csv", label="Download the matrix (CSV)")
+
+with lens.guard("showing the images of a cell"):
+    off = cm.copy()
+    np.fill_diagonal(off, -1)
+    worst_t, worst_p = np.unravel_index(int(off.argmax()), off.shape) if K > 1 else (0, 0)
+    st.markdown("**Images behind one cell** — click a cell above, or choose it here "
+                "(the most common mix-up is preselected):")
+    c1, c2, c3 = st.columns([2, 2, 1])
+    t_name = c1.selectbox("True class", classes, **lens.kept("eval_true", classes[worst_t], classes))
+    p_name = c2.selectbox("Predicted class", classes, **lens.kept("eval_pred", classes[worst_p], classes))
+    limit = c3.number_input("Show at most", 8, 200, step=8, **lens.kept("eval_limit", 32))
+    t, p = classes.index(t_name), classes.index(p_name)
+    res = lens.query_cell(preds, t, p, sort="confidence", limit=int(limit),
+                     images=pixels[0] if pixels is not None else None)
+    verdict = "correct" if t == p else "mistakes"
+    st.markdown(f"{res['count']} test images of **{t_name}** predicted as **{p_name}** ({verdict}), "
+                "most confident first.")
+    if res["count"] and res["images"] is not None:
+        caps = [f"#{i} · {c:.0%}" for i, c in zip(res["indices"].tolist(), res["confidence"].tolist())]
+        lens.image_grid(res["images"], caps, key="eval_cell_grid")
+    elif res["count"]:
+        lens.test_pixels(ctx, why="Showing the images of a cell")
+        st.dataframe([{"index": int(i), "confidence": round(float(c), 4)}
+                      for i, c in zip(res["indices"], res["confidence"])], hide_index=True, key="eval_cell_table")
+
+with lens.guard("drawing the per-class table"):
+    st.subheader("Per-class precision, recall and F1")
+    st.markdown("**Precision**: of the images predicted as this class, the share that really are. "
+                "**Recall**: of this class's images, the share found. **F1** balances both.")
+    per_class = [{"class": r["class"], "precision": round(r["precision"], 4), "recall": round(r["recall"], 4),
+                  "F1": round(r["f1"], 4), "support": r["support"]} for r in rep["per_class"]]
+    per_class.append({"class": "macro average", "precision": round(rep["macro"]["precision"], 4),
+                      "recall": round(rep["macro"]["recall"], 4), "F1": round(rep["macro"]["f1"], 4),
+                      "support": rep["n"]})
+    st.dataframe(per_class, hide_index=True, width="stretch", key="eval_per_class",
+                 column_config={k: st.column_config.ProgressColumn(k, min_value=0.0, max_value=1.0, format="percent")
+                                for k in ("precision", "recall", "F1")})
+    lens.download_csv(per_class, "per-class-metrics.csv", key="eval_per_class_csv")
+
+with lens.guard("drawing the reliability diagram"):
+    st.subheader(f"Calibration (ECE {rep['ece']:.3f})")
+    cal = rep["calibration"]
+    centers = [(lo + hi) / 2 for lo, hi in zip(cal["bin_lower"], cal["bin_upper"])]
+    width = cal["bin_upper"][0] - cal["bin_lower"][0]
+    filled = [i for i, n in enumerate(cal["count"]) if n]
+    rel = go.Figure()
+    rel.add_trace(go.Bar(x=[centers[i] for i in filled], y=[cal["accuracy"][i] for i in filled], width=width * 0.95,
+                         name="accuracy in the bin", marker_color="#1f77b4",
+                         customdata=[[cal["count"][i], cal["confidence"][i]] for i in filled],
+                         hovertemplate="confidence %{customdata[1]:.2f}<br>accuracy %{y:.2f}<br>"
+                                       "%{customdata[0]} images<extra></extra>"))
+    rel.add_trace(go.Scatter(x=[centers[i] for i in filled], y=[cal["confidence"][i] for i in filled],
+                             mode="markers", name="mean confidence in the bin",
+                             marker=dict(color="#d62728", symbol="line-ew-open", size=18, line=dict(width=3))))
+    rel.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                             line=dict(color="gray", dash="dash")))
+    rel.update_layout(height=400, xaxis=dict(title="confidence (probability of the predicted class)", range=[0, 1]),
+                      yaxis=dict(title="accuracy", range=[0, 1]), margin=dict(t=10, b=10),
+                      legend=dict(orientation="h", y=1.12))
+    left, right = st.columns([3, 2])
+    with left:
+        lens.show_chart(rel, key="eval_reliability", filename="reliability-diagram")
+    with right:
+        st.markdown("Bars below the dashed diagonal mean **over-confidence** (the model says 90% but is right less "
+                    "often); bars above it mean under-confidence. Red marks show each bin's average confidence; "
+                    "the gap to the bar top is what ECE averages.")
+        cal_rows = [{"bin": f"({cal['bin_lower'][i]:.2f}, {cal['bin_upper'][i]:.2f}]", "images": cal["count"][i],
+                     "mean confidence": cal["confidence"][i], "accuracy": cal["accuracy"][i]}
+                    for i in range(len(cal["count"]))]
+        lens.download_csv(cal_rows, "calibration-bins.csv", key="eval_cal_csv")
+
+lens.prefetch(ctx)   # warm the caches the other pages read (background, once per checkpoint)

@@ -1,0 +1,237 @@
+"""The dashboard in a real browser: `streamlit run` on a free loopback port, every page opened in headless
+Chromium (Debian's /usr/bin/chromium driven by Playwright), one confusion-matrix cell clicked, one image
+uploaded on the Saliency page. Prints how long each page took to be ready; screenshots go to
+artifacts/browser/ (git-ignored).
+
+Skip it with `pytest --no-browser` or CNNLENS_SKIP_BROWSER=1. Without Chromium or Playwright it fails
+(CI installs both) instead of silently skipping.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "artifacts" / "browser"
+CHROMIUM = os.environ.get("CNNLENS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+PAGES = [("Training", "Training"), ("Evaluation", "Evaluation"), ("Errors", "Errors"), ("Filters", "Filters"),
+         ("Feature_maps", "Feature maps"), ("Saliency", "Saliency"), ("Embeddings", "Embeddings")]
+# the issue's targets (CPU, 2 cores, simple_cnn); the test fails only far beyond them (shared CI machines)
+FIRST_TARGET_S, PAGE_TARGET_S, HARD_FACTOR = 5.0, 2.0, 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(lens_checkpoints, tmp_path_factory):
+    """`streamlit run dashboard/Home.py` on a free port; yields (url, seconds until healthy)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = {**os.environ, "CNNLENS_CHECKPOINTS": lens_checkpoints["dir"], "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "Home.py"),
+           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not become healthy in 60 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url, time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        server_log = log.read_text()
+        if "Traceback" in server_log:
+            print("server log:\n" + server_log[-4000:])
+
+
+@pytest.fixture(scope="module")
+def browser_page():
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's `chromium` package (CI does), "
+                    "or skip this test with --no-browser / CNNLENS_SKIP_BROWSER=1")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the Python package playwright is missing (pip install playwright); "
+                    "or skip this test with --no-browser / CNNLENS_SKIP_BROWSER=1")
+    profile = tempfile.mkdtemp(prefix="cnnlens-chromium-")
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                   args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
+        try:
+            page = ctx.pages[0] if ctx.pages else ctx.new_page()
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            ctx.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_ready(page, title: str, extra: str | None = None, timeout: float = 60_000) -> None:
+    """The page's title is shown, the script has finished and (optionally) a key element is visible."""
+    page.locator("h1", has_text=title).first.wait_for(state="visible", timeout=timeout)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+    if extra:
+        page.locator(extra).first.wait_for(state="visible", timeout=timeout)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
+
+
+def settle(page) -> None:
+    """Wait until a rerun started by an interaction has finished."""
+    page.wait_for_timeout(300)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=60_000)
+
+
+def no_exception(page, where: str) -> None:
+    boxes = page.locator('[data-testid="stException"]')
+    assert boxes.count() == 0, f"{where}: exception box shown: {boxes.first.inner_text()[:500]}"
+
+
+def shot(page, name: str) -> None:
+    """A screenshot of the whole (internally scrolling) page."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    height = page.evaluate("() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
+                           " return m ? m.scrollHeight : 1000 }")
+    page.set_viewport_size({"width": 1400, "height": int(min(max(1000, height + 40), 8000))})
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+
+
+def click_cell(page, row: int, col: int, k: int) -> None:
+    """Click the centre of confusion-matrix cell (row = true class, col = predicted class)."""
+    area = page.locator(".st-key-eval_cm .nsewdrag").first
+    area.wait_for(state="visible")
+    box = area.bounding_box()
+    area.click(position={"x": box["width"] * (col + 0.5) / k, "y": box["height"] * (row + 0.5) / k})
+
+
+def test_every_page_in_chromium(browser_page, server, lens_checkpoints, tmp_path):
+    url, boot = server
+    page = browser_page
+    timings = {}
+
+    t0 = time.perf_counter()
+    page.goto(url + "/")
+    wait_ready(page, "CNN Lens", ".st-key-home_card")
+    timings["Home (first load)"] = time.perf_counter() - t0
+    no_exception(page, "Home")
+    assert page.get_by_text("wrong.pt").first.is_visible()
+    shot(page, "0_home")
+
+    for path, title in PAGES:
+        t0 = time.perf_counter()
+        page.locator(f'[data-testid="stSidebarNav"] a[href$="/{path}"]').first.click()
+        extra = {"Evaluation": ".st-key-eval_cm .nsewdrag", "Training": ".st-key-train_curves .main-svg",
+                 "Filters": ".st-key-filt_first img", "Feature_maps": ".st-key-fm_grid img",
+                 "Saliency": ".st-key-sal_result img", "Embeddings": ".st-key-emb_chart .main-svg",
+                 "Errors": ".st-key-err_gallery img"}[path]
+        wait_ready(page, title, extra)
+        timings[title] = time.perf_counter() - t0
+        no_exception(page, title)
+        shot(page, f"{PAGES.index((path, title)) + 1}_{path.lower()}")
+
+        if path == "Evaluation":
+            # click a diagonal cell that holds images: the true/predicted choice follows, its images appear
+            k = len(lens_checkpoints["classes"])
+            c = lens_checkpoints["best_class"]
+            name = lens_checkpoints["classes"][c]
+            click_cell(page, c, c, k)
+            page.get_by_text(f"of {name} predicted as {name} (correct)").first.wait_for(state="visible",
+                                                                                       timeout=30_000)
+            assert page.locator(".st-key-eval_true input").first.input_value() == name
+            settle(page)
+            page.locator(".st-key-eval_cell_grid img").first.wait_for(state="visible", timeout=30_000)
+            assert page.locator(".st-key-eval_cell_grid img").count() >= 1
+            no_exception(page, "Evaluation after a cell click")
+            shot(page, "2b_evaluation_cell_clicked")
+
+        if path == "Saliency":
+            page.locator(".st-key-sal_src").get_by_text("Upload an image").click()
+            settle(page)
+            img = tmp_path / "upload.png"
+            rng = np.random.default_rng(0)
+            Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(img)
+            page.locator(".st-key-sal_upload input[type=file]").set_input_files(str(img))
+            page.get_by_text("upload.png (resized to the model's input)").first.wait_for(state="visible",
+                                                                                         timeout=60_000)
+            settle(page)
+            assert page.locator(".st-key-sal_result img").count() >= 2      # the input and one heatmap overlay
+            no_exception(page, "Saliency after an upload")
+            shot(page, "6b_saliency_upload")
+
+        if path == "Embeddings":
+            # click one point of the map: its image appears below
+            point = page.locator(".st-key-emb_chart .point").nth(3)
+            point.scroll_into_view_if_needed()
+            page.wait_for_timeout(300)
+            box = point.bounding_box()
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.locator(".st-key-emb_selected img").first.wait_for(state="visible", timeout=30_000)
+            settle(page)
+            no_exception(page, "Embeddings after a point click")
+            shot(page, "7b_embeddings_point_clicked")
+
+    # two more sessions at once (other tabs): both pages come up; the cached model and attributions are shared
+    others = [page.context.new_page() for _ in range(2)]
+    for p, path in zip(others, ("Saliency", "Errors")):
+        p.goto(f"{url}/{path}", wait_until="commit")
+    for p, (path, title, extra) in zip(others, (("Saliency", "Saliency", ".st-key-sal_result img"),
+                                                ("Errors", "Errors", ".st-key-err_gallery img"))):
+        wait_ready(p, title, extra)
+        no_exception(p, f"{title} in a second session")
+    others[1].locator(".st-key-err_gallery").get_by_role("button", name="Explain").first.click()
+    others[1].locator(".st-key-err_explain_panel img").nth(2).wait_for(state="visible", timeout=60_000)
+    settle(others[1])
+    no_exception(others[1], "Errors explanation")
+    shot(others[1], "3b_errors_explained")
+    for p in others:
+        p.close()
+
+    print(f"\nserver healthy after {boot:.2f} s; page ready times (targets: first {FIRST_TARGET_S:.0f} s, "
+          f"then {PAGE_TARGET_S:.0f} s each):")
+    for name, s in timings.items():
+        target = FIRST_TARGET_S if name.startswith("Home") else PAGE_TARGET_S
+        print(f"  {name:<20} {s:6.2f} s  {'ok' if s <= target else 'SLOWER THAN TARGET'}")
+    print(f"screenshots: {ARTIFACTS}")
+    first = timings.pop("Home (first load)")
+    assert first <= FIRST_TARGET_S * HARD_FACTOR, f"first page took {first:.1f} s"
+    slow = {k: round(v, 2) for k, v in timings.items() if v > PAGE_TARGET_S * HARD_FACTOR}
+    assert not slow, f"pages far slower than {PAGE_TARGET_S} s: {slow}"
