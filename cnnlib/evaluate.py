@@ -66,6 +66,12 @@ def stored_predictions(meta: dict | None) -> dict | None:
     targets = _np(tp["targets"]).astype(np.int64)
     probs = _np(tp["probs"]).astype(np.float32)
     preds = _np(tp["preds"]).astype(np.int64) if "preds" in tp else probs.argmax(1)
+    k = len((meta or {}).get("classes", [])) or (probs.shape[1] if probs.ndim == 2 else 0)
+    if (probs.ndim != 2 or probs.shape != (len(targets), k) or preds.shape != targets.shape
+            or (len(targets) and (targets.min() < 0 or targets.max() >= k or preds.min() < 0 or preds.max() >= k))):
+        raise CNNLibError(f"the checkpoint's stored test predictions are inconsistent (targets {targets.shape}, "
+                          f"preds {preds.shape}, probs {probs.shape} for {k} classes); "
+                          "re-evaluate it on the dataset instead")
     losses = -np.log(np.maximum(probs[np.arange(len(targets)), targets], MIN_PROB)).astype(np.float32)
     return {"targets": targets, "preds": preds, "probs": probs, "losses": losses, "source": "stored"}
 

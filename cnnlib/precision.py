@@ -1,7 +1,7 @@
 """Mixed precision policy for training and evaluation.
 
 CUDA: bf16 autocast. CPU: bf16 autocast where the processor has native bf16 (AVX512-BF16 or
-AMX), with the first conv kept in fp32; elsewhere fp32. `--precision fp32` forces fp32.
+AMX); elsewhere fp32. `--precision fp32` forces fp32.
 Measured on a 2-core AVX512-BF16 CPU (bench/bench_train.py): bf16 + channels_last trains
 simple_cnn about twice as fast as fp32.
 """
@@ -11,11 +11,10 @@ import contextlib
 import re
 
 import torch
-from torch import nn
 
 from .config import TrainConfig
 from .errors import CNNLibError
-from .models import first_conv
+
 
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: the CPUs where bf16 autocast was measured faster (bench/bench_train.py)."""
@@ -42,36 +41,6 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device):
 
 def autocast(device: torch.device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def first_conv_in_fp32(model: nn.Module, device: torch.device, dtype):
-    """Under CPU bf16 autocast, run the first conv (1-3 input channels) in fp32.
-
-    oneDNN's bf16 channels_last kernels for so few input channels are several times slower
-    than fp32 (measured: 3->32 conv fwd+bwd 755 ms bf16 vs 95 ms fp32, batch 128); every later
-    layer is faster in bf16. The two hooks are removed on exit, also on error.
-    """
-    if dtype is None or device.type != "cpu":
-        yield
-        return
-    conv = first_conv(model)[1]
-    enabled = []
-
-    def pre(module, args):
-        enabled.append(torch.is_autocast_enabled("cpu"))
-        torch.set_autocast_enabled("cpu", False)
-        return tuple(a.float() for a in args)
-
-    def post(module, args, output):
-        torch.set_autocast_enabled("cpu", enabled.pop())
-
-    handles = [conv.register_forward_pre_hook(pre), conv.register_forward_hook(post)]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def describe_device(device: torch.device, dtype) -> str:

@@ -30,7 +30,7 @@ from .config import RECIPES, TrainConfig, make_config
 from .errors import CNNLibError, TrainingError
 from .inference import resolve_device
 from .models import first_conv, get_model, list_models
-from .precision import autocast, autocast_dtype, describe_device, first_conv_in_fp32
+from .precision import autocast, autocast_dtype, describe_device
 
 
 # ----------------------------------------------------------------------------- command line
@@ -268,14 +268,12 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         t_epoch = time.perf_counter()
-        with first_conv_in_fp32(model, device, dtype):
-            stats = train_one_epoch(net, optimizer, scheduler, x_train, y_train, cfg, ctx, epoch)
+        stats = train_one_epoch(net, optimizer, scheduler, x_train, y_train, cfg, ctx, epoch)
         if not math.isfinite(stats["loss"]):
             raise TrainingError(f"epoch {epoch}: the training loss became {stats['loss']} (not finite); stopping. "
                                 f"The last good checkpoint ({cfg.out}, epoch {best_epoch or 'none yet'}) is untouched. "
                                 f"Try a lower --lr (now {cfg.lr}) or --grad-clip 1.0.")
-        with first_conv_in_fp32(model, device, dtype):
-            val = evaluate(model, x_val, y_val, mean, std, device, dtype, cfg.eval_batch_size, channels_last)
+        val = evaluate(model, x_val, y_val, mean, std, device, dtype, cfg.eval_batch_size, channels_last)
         row = {"epoch": epoch, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
                "val_acc": val["acc"], "lr": optimizer.param_groups[0]["lr"],
                "seconds": time.perf_counter() - t_epoch}

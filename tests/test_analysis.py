@@ -572,3 +572,14 @@ def test_embed_matches_an_independent_pca():
     assert np.array_equal(e["correct"], e["preds"] == y.numpy()) and e["labels"].dtype == np.int64
     with pytest.raises(CNNLibError):
         interpret.embed(model, x, y, method="tsne")
+
+
+def test_inconsistent_stored_predictions_raise_cnnlib_error():
+    from cnnlib.evaluate import stored_predictions
+    meta = {"classes": ["a", "b", "c"], "test_predictions": {
+        "targets": torch.tensor([0, 1, 2], dtype=torch.int16), "preds": torch.tensor([0, 1, 1], dtype=torch.int16),
+        "probs": torch.full((3, 2), 0.5, dtype=torch.float16)}}     # 2 columns for 3 classes
+    with pytest.raises(CNNLibError, match="inconsistent"):
+        stored_predictions(meta)
+    meta["test_predictions"]["probs"] = torch.full((3, 3), 1 / 3, dtype=torch.float16)
+    assert stored_predictions(meta)["probs"].shape == (3, 3)
