@@ -64,7 +64,7 @@ def checkpoint_dir() -> Path:
 
 
 def list_checkpoints(folder: Path | None = None) -> list[Path]:
-    """*.pt / *.pth files in the checkpoint folder, newest first (resume states left out)."""
+    """*.pt / *.pth files in the checkpoint folder, most recently trained first (resume states left out)."""
     folder = folder or checkpoint_dir()
     found = []
     try:
@@ -76,10 +76,42 @@ def list_checkpoints(folder: Path | None = None) -> list[Path]:
             continue
         try:
             if p.is_file():
-                found.append((p.stat().st_mtime, p.name, p))
+                st_ = p.stat()
+                created = checkpoint_brief(str(p), st_.st_mtime_ns, st_.st_size).get("created", 0.0)
+                found.append((created or st_.st_mtime, st_.st_mtime, p))
         except OSError:   # vanished while listing
             continue
     return [p for _, _, p in sorted(found, key=lambda t: (t[0], t[1]), reverse=True)]
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def checkpoint_brief(path: str, mtime_ns: int, size: int) -> dict:
+    """When a checkpoint was trained (its own `created` time, which survives a git clone, unlike the file's
+    mtime) and its class names; {} for files that are not readable checkpoints (the picker still lists them
+    so that choosing one shows why)."""
+    from cnnlib.checkpoint import load_checkpoint
+    try:
+        ckpt = load_checkpoint(path)
+    except CNNLibError:
+        return {}
+    try:
+        created = datetime.datetime.fromisoformat(str(ckpt.get("created", ""))).timestamp()
+    except ValueError:
+        created = 0.0
+    return {"created": created, "classes": list(ckpt["classes"])}
+
+
+def same_dataset(choices: list[str], classes: list[str]) -> list[str]:
+    """The checkpoint files among `choices` trained on the same classes (the runs worth comparing)."""
+    out = []
+    for c in choices:
+        try:
+            st_ = os.stat(c)
+        except OSError:
+            continue
+        if checkpoint_brief(c, st_.st_mtime_ns, st_.st_size).get("classes") == list(classes):
+            out.append(c)
+    return out
 
 
 # =============================================================================

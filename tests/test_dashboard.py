@@ -191,7 +191,9 @@ def test_training_curves_and_run_comparison(lens_checkpoints):
     names = {t.get("name") for t in spec["data"]}
     assert {"wrong.pt · train", "wrong.pt · validation"} <= names
     assert any(t.get("marker", {}).get("symbol") == "star" for t in spec["data"])       # best epoch marked
-    assert len(at.dataframe[0].value) == 1
+    # by default every other run in the folder on the same classes (tiny.pt) is overlaid
+    assert len(at.dataframe[0].value) == 2
+    assert lens_checkpoints["tiny"] in widget(at, "train_compare").value
     widget(at, "train_compare").set_value([lens_checkpoints["tiny"]]).run()
     ok(at)
     names = {t.get("name") for t in chart(at, "train_curves")["data"]}
@@ -402,14 +404,14 @@ def test_bad_checkpoints_give_one_sentence(tmp_path, monkeypatch, lens_checkpoin
     # readable, but its stored predictions do not fit its classes: the evaluation pages say so in one sentence
     ckpt = torch.load(lens_checkpoints["tiny"], weights_only=True)
     ckpt["test_predictions"]["probs"] = ckpt["test_predictions"]["probs"][:, :3]
+    ckpt["created"] = "2099-01-01T00:00:00+00:00"         # the most recently trained run is listed first
     torch.save(ckpt, folder / "odd.pt")
     at = app(errors=True)
     assert widget(at, "lens_ckpt").value == str(folder / "odd.pt") and not at.error
     for page in ("2_Evaluation", "3_Errors"):
         at.switch_page(f"pages/{page}.py").run()
         ok(at, errors=True)
-        assert len(at.error) == 1 and "evaluating the test split" in at.error[0].value or \
-            "3 columns but there are 4 classes" in at.error[0].value, at.error
+        assert len(at.error) == 1 and "stored test predictions are inconsistent" in at.error[0].value, at.error
     # uploads: a broken one is refused with a sentence, a good one becomes the current checkpoint everywhere
     uploader = at.sidebar.file_uploader(key="lens_upload")
     uploader.set_value(("broken.pt", b"\x00" * 100, "application/octet-stream")).run()

@@ -10,7 +10,7 @@ ctx = lens.setup(
     "Each point is one epoch (one pass over the training images). **Loss** is what the optimiser pushes down; "
     "**accuracy** is what we care about. When the validation curve stops improving while the training curve "
     "keeps going, the model starts memorising instead of learning (overfitting) — the ★ marks the epoch whose "
-    "weights were kept. Add other checkpoints to compare runs.", icon="📈")
+    "weights were kept. Other runs on the same dataset are overlaid for comparison; add or remove them below.", icon="📈")
 
 with lens.guard("drawing the training curves"):
     choices = lens.checkpoint_choices()
@@ -18,7 +18,7 @@ with lens.guard("drawing the training curves"):
     others = [c for c in choices if c != current]
     compare = st.multiselect("Compare with", others, format_func=lens.choice_label,
                              placeholder="other checkpoints (all of checkpoints/ are listed)",
-                             **lens.kept("train_compare", [], others))
+                             **lens.kept("train_compare", lens.same_dataset(others, ctx.classes), others))
     runs, problems = [ctx], []
     for choice in compare:
         try:
