@@ -193,7 +193,9 @@ def choice_label(choice: str) -> str:
         return f"{choice.split(':', 2)[2]} (uploaded)"
     p = Path(choice)
     try:
-        when = datetime.datetime.fromtimestamp(p.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        st_ = p.stat()
+        stamp = checkpoint_brief(str(p), st_.st_mtime_ns, st_.st_size).get("created") or st_.st_mtime
+        when = datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
     except OSError:
         when = "gone"
     return f"{p.name} · {when}"
@@ -398,11 +400,29 @@ def test_pixels(ctx: Ctx, notice: bool = True, why: str = "") -> tuple[np.ndarra
             e = CNNLibError(f"reading them failed ({type(e).__name__}: {str(e)[:200]})")
         if notice:
             need = why or "This part of the page"
-            st.info(f"**{need} needs the test images, and they are not on disk.** {e}\n\n"
-                    "You can also type a dataset folder into **Data folder** in the sidebar. Everything "
-                    "computed from the checkpoint alone (curves, confusion matrix, per-class metrics, "
-                    "calibration, filters, uploaded images) keeps working.")
+            st.info(f"**{need} needs the test images, which are not on disk:** {how_to_get_pixels(ctx.meta)}")
+            with st.expander("Details"):
+                st.caption(f"{e} Everything computed from the checkpoint alone (curves, confusion matrix, "
+                           "per-class metrics, calibration, filters, uploaded images) keeps working.")
         return None
+
+
+def how_to_get_pixels(meta: dict) -> str:
+    """One sentence for a learner: where this checkpoint's test images come from."""
+    info = meta.get("data", {})
+    name = str(info.get("name", ""))
+    if name == "fashion-mnist":
+        return ("`apt-get install dataset-fashion-mnist` provides them offline (cnnlib finds Debian's files "
+                "itself), or set **Data folder** in the sidebar to a folder that holds Fashion-MNIST.")
+    if name in NAMED_DATASETS:
+        return (f"on a machine with network access, `python -m cnnlib train --data {name}` downloads {name} "
+                f"once into the data root, or set **Data folder** in the sidebar to a folder that holds it.")
+    if name.startswith("cifar10"):
+        return ("unpack the CIFAR-10 copy with `mkdir -p .cache/cifar10-jpeg && tar -xzf "
+                "../shared/datasets/cifar10-jpeg.tar.gz -C .cache/cifar10-jpeg` (or type any CIFAR-10 "
+                "ImageFolder into **Data folder** in the sidebar).")
+    return (f"put the dataset back at `{info.get('path', '?')}`, or type its folder (train/ and test/ with one "
+            "sub-folder per class) into **Data folder** in the sidebar.")
 
 
 def pixels_key(ctx: Ctx) -> str:
