@@ -313,15 +313,9 @@ def no_checkpoint_help() -> None:
 # errors
 
 def checked(what: str, fn, *args, **kwargs):
-    """fn(*args, **kwargs), or on failure one clear st.error and the end of the page (never a traceback)."""
-    try:
+    """fn(*args, **kwargs), or on failure `guard`'s one clear st.error and the end of the page."""
+    with guard(what):
         return fn(*args, **kwargs)
-    except CNNLibError as e:
-        st.error(str(e))
-    except Exception as e:  # noqa: BLE001
-        log.error("error while %s:\n%s", what, traceback.format_exc())
-        st.error(f"Something went wrong while {what} ({type(e).__name__}: {str(e)[:200]}). "
-                 "The other pages still work; the details are in the server log.")
     st.stop()
 
 
