@@ -3,6 +3,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import lens
+import ui
 
 ctx = lens.setup(
     "CNN Lens",
@@ -13,7 +14,7 @@ ctx = lens.setup(
     needs_model=False, icon="🔬")
 
 if ctx is not None:
-    with lens.guard("summarising the checkpoint"):
+    with ui.guard("summarising the checkpoint"):
         s = lens.summary(ctx)
         st.subheader(f"{ctx.label}")
         with st.container(border=True, key="home_card"):
@@ -24,16 +25,16 @@ if ctx is not None:
             best = f"best: epoch {s['best_epoch']}" if s.get("best_epoch") else None
             r1[3].metric("Epochs", s["epochs"], delta=best, delta_color="off", delta_arrow="off")
             r2 = st.columns(4)
-            r2[0].metric("Best validation accuracy", lens.pct(s["best_val_acc"]))
-            r2[1].metric("Test accuracy", lens.pct(s["test_acc"]),
+            r2[0].metric("Best validation accuracy", ui.pct(s["best_val_acc"]))
+            r2[1].metric("Test accuracy", ui.pct(s["test_acc"]),
                          help=None if s["test_acc"] is not None else "Not measured yet: training has not finished.")
-            r2[2].metric("Training time", lens.duration(s["train_seconds"]))
+            r2[2].metric("Training time", ui.duration(s["train_seconds"]))
             r2[3].metric("Trained on", str(s["device"]).split(" (")[0].split(",")[0], help=str(s["device"]))
             st.caption(f"Trained on {s['device']} · "
                        f"input {' × '.join(map(str, s['input_shape']))} (channels × height × width) · "
                        f"recipe `{s['recipe']}` · created {ctx.meta.get('created', '—')}")
 
-    with lens.guard("listing the layers"):
+    with ui.guard("listing the layers"):
         st.subheader("Architecture")
         st.markdown("Each row is a layer that outputs a stack of feature maps (channels × height × width). "
                     "The **receptive field** is the square of input pixels one unit of that layer can see: it "
@@ -45,7 +46,7 @@ if ctx is not None:
         table, chart = st.columns([3, 2])
         with table:
             st.dataframe(rows, hide_index=True, width="stretch", key="home_layers")
-            lens.download_csv(rows, f"{ctx.label}-architecture.csv", key="home_csv")
+            ui.download_csv(rows, f"{ctx.label}-architecture.csv", key="home_csv")
         with chart:
             side = int(ctx.meta["input_shape"][1])
             fig = go.Figure(go.Bar(x=[r["name"] for r in layers], y=[r["rf_size"] for r in layers],
@@ -56,7 +57,7 @@ if ctx is not None:
             fig.add_hline(y=side, line=dict(color="gray", dash="dash"), annotation_text=f"image size ({side} px)")
             fig.update_layout(height=320, margin=dict(t=30, b=10, l=10, r=10),
                               title=dict(text="Receptive field per layer (pixels)", font=dict(size=14)))
-            lens.show_chart(fig, key="home_rf", filename="receptive-field")
+            ui.show_chart(fig, key="home_rf", filename="receptive-field")
 
     st.subheader("Where to go next")
     pages = [("pages/1_Training.py", "Training", "how loss and accuracy moved, epoch by epoch; compare runs"),

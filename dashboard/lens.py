@@ -1,4 +1,5 @@
-"""What every CNN Lens page shares: cached loaders and small UI helpers.
+"""What every CNN Lens page shares: the cached loaders and the sidebar (helpers that do not load
+anything, such as remembered widgets, error display and downloads, are in ui.py).
 
 Pages stay thin: `ctx = lens.setup(...)` draws the sidebar (checkpoint picker, data folder) and
 the learner's introduction, then a page asks this module for what it shows and renders it.
@@ -12,7 +13,7 @@ Caching (one place, so several browser sessions share the work):
 The cnnlib functions called here never touch the shared model (they work on private copies), so
 sessions can run attributions at the same time.
 
-Widget keys carry their page's prefix (eval_, err_, sal_, ...). `kept(key, default)` makes a widget
+Widget keys carry their page's prefix (eval_, err_, sal_, ...). `ui.kept(key, default)` makes a widget
 remember its value across pages (Streamlit forgets widget state when a page stops showing it).
 """
 from __future__ import annotations
@@ -20,13 +21,10 @@ from __future__ import annotations
 import collections
 import datetime
 import hashlib
-import io
 import logging
 import os
 import sys
 import threading
-import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +37,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from cnnlib import viz  # noqa: E402
+import ui  # noqa: E402
 from cnnlib.errors import CNNLibError  # noqa: E402
 
 log = logging.getLogger("cnnlens")
@@ -116,37 +114,6 @@ def same_dataset(choices: list[str], classes: list[str]) -> list[str]:
 
 # =============================================================================
 # state that survives page switches
-
-def kept(key: str, default: Any, options=None, bounds: tuple | None = None) -> dict:
-    """Widget kwargs (key + on_change) for a widget whose value is remembered across pages.
-
-    The remembered value lives in `_keep_<key>` (plain session state, never cleaned up); the widget's
-    own key is refilled from it before the widget is drawn. Pass `options` to fall back to `default`
-    when the remembered value is no longer offered, and `bounds` (lo, hi) to clamp a number.
-    """
-    ss = st.session_state
-    master = "_keep_" + key
-    value = ss.get(master, default)
-    if options is not None:
-        opts = list(options)
-        if isinstance(value, (list, tuple)):
-            value = [v for v in value if v in opts]
-        elif value not in opts:
-            value = default
-    if bounds is not None:
-        value = type(default)(min(max(value, bounds[0]), bounds[1]))
-    ss[master] = value
-    ss[key] = value
-    return {"key": key, "on_change": _sync, "args": (key,)}
-
-
-def _sync(key: str) -> None:
-    st.session_state["_keep_" + key] = st.session_state[key]
-
-
-def remember(key: str, value: Any) -> None:
-    """Set a kept widget's value from code (call before the widget is drawn, or from a callback)."""
-    st.session_state["_keep_" + key] = value
 
 
 # =============================================================================
@@ -250,7 +217,7 @@ def _sidebar() -> tuple[str | None, str, str | None]:
                                                f"as a checkpoint ({type(e).__name__}).")
                 else:
                     uploads[sha] = (up.name, blob)
-                    remember("lens_ckpt", upload_choice(sha, up.name))
+                    ui.remember("lens_ckpt", upload_choice(sha, up.name))
             if upload_error:
                 st.error(upload_error)
     with top:
@@ -258,14 +225,14 @@ def _sidebar() -> tuple[str | None, str, str | None]:
         if choices:
             st.selectbox("Checkpoint", choices, format_func=choice_label,
                          help=f"Newest first, from {checkpoint_dir()} (set {CHECKPOINTS_ENV} to look elsewhere).",
-                         **kept("lens_ckpt", choices[0], choices))
+                         **ui.kept("lens_ckpt", choices[0], choices))
         else:
             st.caption(f"No checkpoints in `{checkpoint_dir()}` yet.")
         st.text_input("Data folder (optional)", placeholder="the checkpoint's own dataset",
                       help="Where the test images are: an ImageFolder tree (train/<class>/…, test/<class>/…) "
                            "or cifar10 / mnist / fashion-mnist. Empty: the dataset recorded in the checkpoint. "
                            "Relative paths start at the repository root.",
-                      **kept("lens_data", ""))
+                      **ui.kept("lens_data", ""))
     choice = ss.get("_keep_lens_ckpt") if choices else None
     return choice, (ss.get("_keep_lens_data") or "").strip(), upload_error
 
@@ -312,36 +279,9 @@ def no_checkpoint_help() -> None:
 # =============================================================================
 # errors
 
-def checked(what: str, fn, *args, **kwargs):
-    """fn(*args, **kwargs), or on failure `guard`'s one clear st.error and the end of the page."""
-    with guard(what):
-        return fn(*args, **kwargs)
-    st.stop()
-
-
-@contextmanager
-def guard(what: str = "drawing this part of the page"):
-    """Show cnnlib errors as one clear sentence and anything unexpected as a short message, never a traceback.
-    Streamlit's own control flow (st.stop, st.rerun) passes through."""
-    try:
-        yield
-    except CNNLibError as e:
-        st.error(str(e))
-    except Exception as e:  # noqa: BLE001
-        log.error("error while %s:\n%s", what, traceback.format_exc())
-        st.error(f"Something went wrong while {what} ({type(e).__name__}: {str(e)[:200]}). "
-                 "The rest of the dashboard still works; the details are in the server log.")
-
 
 # =============================================================================
 # test pixels
-
-def spinner(text: str):
-    """st.spinner on a page; nothing in the background warm-up thread (it has no page to draw on)."""
-    import contextlib
-    if threading.current_thread().name.startswith("cnnlens-prefetch"):
-        return contextlib.nullcontext()
-    return st.spinner(text)
 
 
 def _resolve(path: str) -> str:
@@ -386,7 +326,7 @@ def test_pixels(ctx: Ctx, notice: bool = True, why: str = "") -> tuple[np.ndarra
     """(x uint8 (N, C, H, W), y int64 (N,)) of the checkpoint's test split, or None when not on disk
     (then, if `notice`, an info box says how to get them: `why` names what needs them)."""
     try:
-        with spinner("Loading the test images…"):
+        with ui.spinner("Loading the test images…"):
             return _test_split(dataset_spec(ctx.meta, ctx.data), ctx.meta)
     except Exception as e:  # noqa: BLE001 - DatasetError above all; anything else is shown the same way
         if not isinstance(e, CNNLibError):
@@ -447,7 +387,7 @@ def evaluation(ctx: Ctx, pixels=None) -> tuple[dict | None, dict | None]:
     """(predictions, report) for the test split: the checkpoint's stored predictions, or computed from
     `pixels` when given (stored ones are reused when their labels match). (None, None) when neither exists."""
     source = "stored" if pixels is None else "pixels:" + pixels_key(ctx)
-    with spinner("Classifying the test images…"):
+    with ui.spinner("Classifying the test images…"):
         preds = _predictions(ctx.key, source, ctx.model, *(pixels if pixels is not None else (None, None)))
     if preds is None:
         return None, None
@@ -527,19 +467,19 @@ def pick_image(ctx: Ctx, prefix: str, pixels) -> Picked | None:
     """The image picker of the Feature maps and Saliency pages: a test image (by class and position) or an
     upload. Shows st.error for a bad upload and returns None when there is nothing to show."""
     sources = ["Test image", "Upload an image"] if pixels is not None else ["Upload an image"]
-    src = st.radio("Image", sources, horizontal=True, **kept(f"{prefix}_src", sources[0], sources))
+    src = st.radio("Image", sources, horizontal=True, **ui.kept(f"{prefix}_src", sources[0], sources))
     if src == "Test image":
         x, y = pixels
         names = ["any class"] + ctx.classes
         c1, c2 = st.columns([1, 2])
-        cls = c1.selectbox("Class", names, **kept(f"{prefix}_class", "any class", names))
+        cls = c1.selectbox("Class", names, **ui.kept(f"{prefix}_class", "any class", names))
         pool = np.arange(len(y)) if cls == "any class" else np.flatnonzero(y == ctx.classes.index(cls))
         if len(pool) == 0:
             st.warning(f"The test split has no {cls} images.")
             return None
         if len(pool) > 1:
             pos = c2.slider(f"Which one ({len(pool)} images)", 1, len(pool),
-                            **kept(f"{prefix}_pos", 1, bounds=(1, len(pool))))
+                            **ui.kept(f"{prefix}_pos", 1, bounds=(1, len(pool))))
         else:
             pos = 1
             c2.caption("The only test image of this class.")
@@ -593,7 +533,7 @@ def _feature_maps(ckpt_key: str, image_key: str, layer: str, scale: str, _model,
 
 def feature_maps(ctx: Ctx, pick: Picked, layer: str, scale: str) -> dict:
     """{"maps": (C, h, w) in [0, 1], "raw", "min", "max"} of one layer for one image."""
-    with spinner("Computing activations…"):
+    with ui.spinner("Computing activations…"):
         return _feature_maps(ctx.key, pick.key, layer, scale, ctx.model, pick.x01)
 
 
@@ -615,7 +555,7 @@ def attributions(ctx: Ctx, pick: Picked, method: str, targets, layer: str | None
     Cached per (checkpoint, image, method, targets, layer, scale, options): the overlay's opacity is
     applied afterwards (`overlay`) and never recomputes this."""
     layer = (layer or gradcam_default(ctx)) if method in LAYER_METHODS else None
-    with spinner("Computing the attribution…"):
+    with ui.spinner("Computing the attribution…"):
         return _attributions(ctx.key, pick.key, method, tuple(int(t) for t in targets), layer, scale,
                              tuple(sorted(options.items())), ctx.model, pick.x01)
 
@@ -648,7 +588,7 @@ def _embedding(ckpt_key: str, source: str, n: int, _model, _x, _y) -> dict:
 def embedding(ctx: Ctx, pixels, n: int = EMBED_DEFAULT) -> dict:
     """embed() of `n` test images (embed_subset): xy (n, 2), labels, preds, correct, explained_variance,
     layer, dim, and indices (n,) into the test split."""
-    with spinner("Projecting the test images (penultimate features → PCA)…"):
+    with ui.spinner("Projecting the test images (penultimate features → PCA)…"):
         return _embedding(ctx.key, pixels_key(ctx), int(min(n, len(pixels[1]))), ctx.model, *pixels)
 
 
@@ -692,73 +632,11 @@ LAYER_METHODS = ("gradcam", "guided_gradcam")
 # =============================================================================
 # rendering helpers
 
-def show_chart(fig, key: str, filename: str, **kwargs):
-    """st.plotly_chart with a PNG download in the chart's toolbar (camera icon)."""
-    config = {**PNG_CONFIG, "toImageButtonOptions": {**PNG_CONFIG["toImageButtonOptions"], "filename": filename}}
-    return st.plotly_chart(fig, key=key, config=config, width="stretch", **kwargs)
-
-
-def download_png(img, filename: str, key: str, label: str = "Download PNG") -> None:
-    """A download button for an image; the PNG is encoded only when clicked (no rerun either)."""
-    st.download_button(label, lambda: viz.png_bytes(img), file_name=filename, mime="image/png", key=key,
-                       icon=":material/download:", on_click="ignore")
-
-
-def csv_bytes(rows: list[dict]) -> bytes:
-    import csv
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    return buf.getvalue().encode()
-
-
-def download_csv(rows: list[dict], filename: str, key: str, label: str = "Download CSV") -> None:
-    """A download button for a table (list of dicts); the CSV is written only when clicked."""
-    st.download_button(label, lambda: csv_bytes(rows), file_name=filename, mime="text/csv", key=key,
-                       icon=":material/download:", on_click="ignore")
-
-
-def big(img, size: int = 160) -> np.ndarray:
-    """A small image enlarged without blur (nearest neighbour) to about `size` pixels."""
-    return viz.enlarge(img, size=size)
-
-
-def image_grid(images, captions: list[str], ncols: int = 8, size: int = 96, key: str | None = None) -> None:
-    """A grid of small images (N, C, H, W) or (N, H, W[, C]) with captions, enlarged crisply."""
-    box = st.container(key=key)
-    with box:
-        if len(images) == 0:
-            st.caption("No images.")
-            return
-        st.image([big(im, size) for im in images], caption=list(captions), width=size)
-
-
-def pct(v) -> str:
-    return "—" if v is None else f"{100 * float(v):.1f}%"
-
-
-def duration(seconds) -> str:
-    if seconds is None:
-        return "—"
-    s = float(seconds)
-    if s < 60:
-        return f"{s:.1f} s"
-    m, s = divmod(int(round(s)), 60)
-    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
-
 
 def summary(ctx: Ctx) -> dict:
     """checkpoint_summary of the loaded checkpoint (the state dict comes from the model)."""
     from cnnlib.checkpoint import checkpoint_summary
     return checkpoint_summary({**ctx.meta, "state_dict": ctx.model.state_dict()})
-
-
-def class_palette(n: int) -> list[str]:
-    import plotly.express as px
-    base = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
-    return [base[i % len(base)] for i in range(n)]
 
 
 # =============================================================================

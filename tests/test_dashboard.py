@@ -25,6 +25,7 @@ DASH = Path(__file__).resolve().parent.parent / "dashboard"
 if str(DASH) not in sys.path:
     sys.path.insert(0, str(DASH))
 import lens  # noqa: E402  (the module the pages import: same object, so its counters are visible here)
+import ui  # noqa: E402
 
 TIMEOUT = 120
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Setting backward hooks on ReLU")
@@ -150,7 +151,7 @@ def test_home_summary_card_and_architecture(lens_checkpoints):
     assert picker.value == lens_checkpoints["wrong"]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Model"] == "simple_cnn"
-    assert metrics["Test accuracy"] == lens.pct(lens_checkpoints["accuracy"])
+    assert metrics["Test accuracy"] == ui.pct(lens_checkpoints["accuracy"])
     assert metrics["Epochs"] == "3"
     assert set(metrics) >= {"Dataset", "Parameters", "Best validation accuracy", "Training time", "Trained on"}
     table = at.dataframe[0].value
@@ -209,7 +210,7 @@ def test_training_curves_and_run_comparison(lens_checkpoints):
 def test_evaluation_metrics_matrix_cell_images_and_calibration(lens_checkpoints):
     at = app("2_Evaluation")
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Top-1 accuracy"] == lens.pct(lens_checkpoints["accuracy"])
+    assert metrics["Top-1 accuracy"] == ui.pct(lens_checkpoints["accuracy"])
     assert "Top-4 accuracy" in metrics and metrics["Test images"] == "32"
     spec = chart(at, "eval_cm")
     cm = arr(spec["data"][0]["z"])
@@ -433,7 +434,7 @@ def test_without_the_dataset_everything_else_works(lens_checkpoints, monkeypatch
     assert chart(at, "train_curves")["data"]
     at.switch_page("pages/2_Evaluation.py").run()
     ok(at)
-    assert at.metric[0].value == lens.pct(lens_checkpoints["accuracy"])           # from the stored predictions
+    assert at.metric[0].value == ui.pct(lens_checkpoints["accuracy"])           # from the stored predictions
     assert chart(at, "eval_cm") and chart(at, "eval_reliability")
     assert "needs the test images" in texts(at) and "no-such-dataset" in texts(at)
     at.switch_page("pages/3_Errors.py").run()

@@ -4,6 +4,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import lens
+import ui
 
 ctx = lens.setup(
     "Training",
@@ -12,13 +13,13 @@ ctx = lens.setup(
     "keeps going, the model starts memorising instead of learning (overfitting) — the ★ marks the epoch whose "
     "weights were kept. Other runs on the same dataset are overlaid for comparison; add or remove them below.", icon="📈")
 
-with lens.guard("drawing the training curves"):
+with ui.guard("drawing the training curves"):
     choices = lens.checkpoint_choices()
     current = st.session_state.get("_keep_lens_ckpt")
     others = [c for c in choices if c != current]
     compare = st.multiselect("Compare with", others, format_func=lens.choice_label,
                              placeholder="other checkpoints (all of checkpoints/ are listed)",
-                             **lens.kept("train_compare", lens.same_dataset(others, ctx.classes), others))
+                             **ui.kept("train_compare", lens.same_dataset(others, ctx.classes), others))
     runs, problems = [ctx], []
     for choice in compare:
         try:
@@ -30,7 +31,7 @@ with lens.guard("drawing the training curves"):
     for p in problems:
         st.error(f"Cannot compare {p}")
 
-    palette = lens.class_palette(len(runs))
+    palette = ui.class_palette(len(runs))
     fig = make_subplots(rows=1, cols=3, subplot_titles=("Loss (cross-entropy)", "Accuracy", "Learning rate"),
                         horizontal_spacing=0.07)
     rows_csv, empty = [], []
@@ -71,19 +72,19 @@ with lens.guard("drawing the training curves"):
     if empty:
         st.info("No training history in: " + ", ".join(empty))
     if rows_csv:
-        lens.show_chart(fig, key="train_curves", filename="training-curves")
+        ui.show_chart(fig, key="train_curves", filename="training-curves")
         st.caption("Solid: training split; dashed: validation split; ★: the kept (best) epoch. "
                    "Click legend entries to hide a run; the camera icon saves the chart as PNG.")
-        lens.download_csv(rows_csv, "training-history.csv", key="train_csv")
+        ui.download_csv(rows_csv, "training-history.csv", key="train_csv")
         best_rows = [{"run": r.label, "best epoch": r.meta.get("best_epoch"),
-                      "best validation accuracy": lens.pct((r.meta.get("metrics") or {}).get("val_acc")),
-                      "test accuracy": lens.pct((r.meta.get("metrics") or {}).get("test_acc")),
-                      "training time": lens.duration((r.meta.get("metrics") or {}).get("train_seconds")),
+                      "best validation accuracy": ui.pct((r.meta.get("metrics") or {}).get("val_acc")),
+                      "test accuracy": ui.pct((r.meta.get("metrics") or {}).get("test_acc")),
+                      "training time": ui.duration((r.meta.get("metrics") or {}).get("train_seconds")),
                       "recipe": (r.meta.get("config") or {}).get("recipe", "?"),
                       "model": r.meta["model"]["name"]} for r in runs]
         st.dataframe(best_rows, hide_index=True, width="stretch", key="train_runs")
 
-with lens.guard("comparing per-class accuracy"):
+with ui.guard("comparing per-class accuracy"):
     st.subheader("Per-class test accuracy")
     st.markdown("The share of each class's test images the model got right (recall), from the predictions stored "
                 "in each checkpoint. Classes where runs disagree most are where a recipe change mattered.")
@@ -105,11 +106,11 @@ with lens.guard("comparing per-class accuracy"):
     if table:
         bars.update_layout(barmode="group", height=380, yaxis=dict(tickformat=".0%", range=[0, 1]),
                            margin=dict(t=10, b=10), legend=dict(orientation="h", y=1.1))
-        lens.show_chart(bars, key="train_class_bars", filename="per-class-accuracy")
+        ui.show_chart(bars, key="train_class_bars", filename="per-class-accuracy")
         rows = list(table.values())
         st.dataframe(rows, hide_index=True, width="stretch", key="train_class_table",
                      column_config={r.label: st.column_config.NumberColumn(r.label, format="percent")
                                     for r in runs})
-        lens.download_csv(rows, "per-class-accuracy.csv", key="train_class_csv")
+        ui.download_csv(rows, "per-class-accuracy.csv", key="train_class_csv")
 
 lens.prefetch(ctx)   # warm the caches the other pages read (background, once per checkpoint)

@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import lens
+import ui
 
 ctx = lens.setup(
     "Evaluation",
@@ -13,7 +14,7 @@ ctx = lens.setup(
     "confidence can be trusted: a well-calibrated model is right 80% of the time when it says 80%.", icon="🎯")
 
 pixels = lens.test_pixels(ctx, notice=False)
-preds, rep = lens.checked("evaluating the test split", lens.evaluation, ctx, pixels)
+preds, rep = ui.checked("evaluating the test split", lens.evaluation, ctx, pixels)
 if rep is None:
     st.warning("This checkpoint stores no test predictions (its training did not finish) and the test images "
                "are not on disk, so there is nothing to evaluate yet.")
@@ -22,10 +23,10 @@ if rep is None:
 classes = ctx.classes
 K = len(classes)
 
-with lens.guard("drawing the summary metrics"):
+with ui.guard("drawing the summary metrics"):
     m = st.columns(5)
-    m[0].metric("Top-1 accuracy", lens.pct(rep["accuracy"]), help="The most likely class is the true one.")
-    m[1].metric(f"Top-{rep['top5_k']} accuracy", lens.pct(rep["top5_accuracy"]),
+    m[0].metric("Top-1 accuracy", ui.pct(rep["accuracy"]), help="The most likely class is the true one.")
+    m[1].metric(f"Top-{rep['top5_k']} accuracy", ui.pct(rep["top5_accuracy"]),
                 help=f"The true class is among the {rep['top5_k']} most likely ones.")
     m[2].metric("Mean loss", f"{rep['mean_loss']:.3f}", help="Average cross-entropy of the true class.")
     m[3].metric("ECE", f"{rep['ece']:.3f}", help="Expected calibration error: the average gap between "
@@ -40,15 +41,15 @@ def _cell_clicked():
     state = st.session_state.get("eval_cm")
     points = (state or {}).get("selection", {}).get("points", []) if state else []
     if points:
-        lens.remember("eval_true", points[0]["y"])
-        lens.remember("eval_pred", points[0]["x"])
+        ui.remember("eval_true", points[0]["y"])
+        ui.remember("eval_pred", points[0]["x"])
 
 
-with lens.guard("drawing the confusion matrix"):
+with ui.guard("drawing the confusion matrix"):
     st.subheader("Confusion matrix")
     cm = np.array(rep["confusion_matrix"])
     cmn = np.array(rep["confusion_normalized"])
-    mode = st.radio("Show", ["Counts", "Normalized by row"], horizontal=True, **lens.kept("eval_norm", "Counts"),
+    mode = st.radio("Show", ["Counts", "Normalized by row"], horizontal=True, **ui.kept("eval_norm", "Counts"),
                     help="Normalized: each row sums to 100%, so the diagonal is each class's recall.")
     normalized = mode != "Counts"
     z = cmn if normalized else cm
@@ -71,21 +72,21 @@ with lens.guard("drawing the confusion matrix"):
     fig.update_yaxes(title_text="true class", range=[K - 0.5, -0.5], showgrid=False, zeroline=False)
     fig.update_layout(height=max(380, min(900, 40 * K + 180)), margin=dict(t=10, b=10, l=10, r=10),
                       clickmode="event+select", plot_bgcolor="rgba(0,0,0,0)")
-    lens.show_chart(fig, key="eval_cm", filename="confusion-matrix", on_select=_cell_clicked,
+    ui.show_chart(fig, key="eval_cm", filename="confusion-matrix", on_select=_cell_clicked,
                     selection_mode=("points",))
     cm_rows = [{"true class": c, **{p: int(v) for p, v in zip(classes, row)}} for c, row in zip(classes, cm.tolist())]
-    lens.download_csv(cm_rows, "confusion-matrix.csv", key="eval_cm_csv", label="Download the matrix (CSV)")
+    ui.download_csv(cm_rows, "confusion-matrix.csv", key="eval_cm_csv", label="Download the matrix (CSV)")
 
-with lens.guard("showing the images of a cell"):
+with ui.guard("showing the images of a cell"):
     off = cm.copy()
     np.fill_diagonal(off, -1)
     worst_t, worst_p = np.unravel_index(int(off.argmax()), off.shape) if K > 1 else (0, 0)
     st.markdown("**Images behind one cell** — click a cell above, or choose it here "
                 "(the most common mix-up is preselected):")
     c1, c2, c3 = st.columns([2, 2, 1])
-    t_name = c1.selectbox("True class", classes, **lens.kept("eval_true", classes[worst_t], classes))
-    p_name = c2.selectbox("Predicted class", classes, **lens.kept("eval_pred", classes[worst_p], classes))
-    limit = c3.number_input("Show at most", 8, 200, step=8, **lens.kept("eval_limit", 32))
+    t_name = c1.selectbox("True class", classes, **ui.kept("eval_true", classes[worst_t], classes))
+    p_name = c2.selectbox("Predicted class", classes, **ui.kept("eval_pred", classes[worst_p], classes))
+    limit = c3.number_input("Show at most", 8, 200, step=8, **ui.kept("eval_limit", 32))
     t, p = classes.index(t_name), classes.index(p_name)
     res = lens.query_cell(preds, t, p, sort="confidence", limit=int(limit),
                      images=pixels[0] if pixels is not None else None)
@@ -94,13 +95,13 @@ with lens.guard("showing the images of a cell"):
                 "most confident first.")
     if res["count"] and res["images"] is not None:
         caps = [f"#{i} · {c:.0%}" for i, c in zip(res["indices"].tolist(), res["confidence"].tolist())]
-        lens.image_grid(res["images"], caps, key="eval_cell_grid")
+        ui.image_grid(res["images"], caps, key="eval_cell_grid")
     elif res["count"]:
         lens.test_pixels(ctx, why="Showing the images of a cell")
         st.dataframe([{"index": int(i), "confidence": round(float(c), 4)}
                       for i, c in zip(res["indices"], res["confidence"])], hide_index=True, key="eval_cell_table")
 
-with lens.guard("drawing the per-class table"):
+with ui.guard("drawing the per-class table"):
     st.subheader("Per-class precision, recall and F1")
     st.markdown("**Precision**: of the images predicted as this class, the share that really are. "
                 "**Recall**: of this class's images, the share found. **F1** balances both.")
@@ -112,9 +113,9 @@ with lens.guard("drawing the per-class table"):
     st.dataframe(per_class, hide_index=True, width="stretch", key="eval_per_class",
                  column_config={k: st.column_config.ProgressColumn(k, min_value=0.0, max_value=1.0, format="percent")
                                 for k in ("precision", "recall", "F1")})
-    lens.download_csv(per_class, "per-class-metrics.csv", key="eval_per_class_csv")
+    ui.download_csv(per_class, "per-class-metrics.csv", key="eval_per_class_csv")
 
-with lens.guard("drawing the reliability diagram"):
+with ui.guard("drawing the reliability diagram"):
     st.subheader(f"Calibration (ECE {rep['ece']:.3f})")
     cal = rep["calibration"]
     centers = [(lo + hi) / 2 for lo, hi in zip(cal["bin_lower"], cal["bin_upper"])]
@@ -136,7 +137,7 @@ with lens.guard("drawing the reliability diagram"):
                       legend=dict(orientation="h", y=1.12))
     left, right = st.columns([3, 2])
     with left:
-        lens.show_chart(rel, key="eval_reliability", filename="reliability-diagram")
+        ui.show_chart(rel, key="eval_reliability", filename="reliability-diagram")
     with right:
         st.markdown("Bars below the dashed diagonal mean **over-confidence** (the model says 90% but is right less "
                     "often); bars above it mean under-confidence. Red marks show each bin's average confidence; "
@@ -144,6 +145,6 @@ with lens.guard("drawing the reliability diagram"):
         cal_rows = [{"bin": f"({cal['bin_lower'][i]:.2f}, {cal['bin_upper'][i]:.2f}]", "images": cal["count"][i],
                      "mean confidence": cal["confidence"][i], "accuracy": cal["accuracy"][i]}
                     for i in range(len(cal["count"]))]
-        lens.download_csv(cal_rows, "calibration-bins.csv", key="eval_cal_csv")
+        ui.download_csv(cal_rows, "calibration-bins.csv", key="eval_cal_csv")
 
 lens.prefetch(ctx)   # warm the caches the other pages read (background, once per checkpoint)

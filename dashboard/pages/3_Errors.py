@@ -2,6 +2,7 @@
 import streamlit as st
 
 import lens
+import ui
 
 ctx = lens.setup(
     "Errors",
@@ -11,7 +12,7 @@ ctx = lens.setup(
     "see which pixels pushed the model towards its answer and which ones supported the true class.", icon="🧐")
 
 pixels = lens.test_pixels(ctx, why="The image gallery")
-preds, rep = lens.checked("evaluating the test split", lens.evaluation, ctx, pixels)
+preds, rep = ui.checked("evaluating the test split", lens.evaluation, ctx, pixels)
 if rep is None:
     st.warning("This checkpoint stores no test predictions and the test images are not on disk: "
                "there are no errors to list yet.")
@@ -24,15 +25,15 @@ def _explain(index: int) -> None:
     st.session_state["err_explain"] = index
 
 
-with lens.guard("filtering the errors"):
+with ui.guard("filtering the errors"):
     names = ["any class"] + classes
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
-    t_name = c1.selectbox("True class", names, **lens.kept("err_true", "any class", names))
-    p_name = c2.selectbox("Predicted as", names, **lens.kept("err_pred", "any class", names))
-    sort = c3.radio("Sort by", ["confidence", "loss"], horizontal=True, **lens.kept("err_sort", "confidence"),
+    t_name = c1.selectbox("True class", names, **ui.kept("err_true", "any class", names))
+    p_name = c2.selectbox("Predicted as", names, **ui.kept("err_pred", "any class", names))
+    sort = c3.radio("Sort by", ["confidence", "loss"], horizontal=True, **ui.kept("err_sort", "confidence"),
                     format_func=lambda s: {"confidence": "confidence (most sure first)",
                                            "loss": "loss (hardest first)"}[s])
-    limit = int(c4.number_input("Show", 6, 240, step=6, **lens.kept("err_limit", 24)))
+    limit = int(c4.number_input("Show", 6, 240, step=6, **ui.kept("err_limit", 24)))
     res = lens.query_misclassified(preds, true_class=None if t_name == "any class" else classes.index(t_name),
                                    pred_class=None if p_name == "any class" else classes.index(p_name),
                                    sort=sort, limit=limit, images=x)
@@ -44,7 +45,7 @@ with lens.guard("filtering the errors"):
             for i, t, p, c, lo, top in zip(res["indices"], res["targets"], res["preds"], res["confidence"],
                                            res["losses"], res["top3"])]
 
-with lens.guard("explaining the image"):
+with ui.guard("explaining the image"):
     chosen = st.session_state.get("err_explain")
     if chosen is not None and x is not None and 0 <= chosen < len(x):
         idx = int(chosen)
@@ -56,16 +57,16 @@ with lens.guard("explaining the image"):
             methods = lens.attribution_methods()
             o1, o2, o3 = st.columns(3)
             method = o1.selectbox("Method", list(methods), format_func=methods.get,
-                                  **lens.kept("err_method", "saliency", list(methods)))
+                                  **ui.kept("err_method", "saliency", list(methods)))
             scale = o2.radio("Colour scale", ["shared", "image"], horizontal=True,
                              format_func={"shared": "shared (compare strength)", "image": "per image"}.get,
-                             **lens.kept("err_scale", "shared"))
-            alpha = o3.slider("Overlay opacity", 0.0, 1.0, step=0.05, **lens.kept("err_alpha", 0.5))
+                             **ui.kept("err_scale", "shared"))
+            alpha = o3.slider("Overlay opacity", 0.0, 1.0, step=0.05, **ui.kept("err_alpha", 0.5))
             pick = lens.Picked(f"test:{lens.pixels_key(ctx)}:{idx}", x[idx].astype("float32") / 255.0,
                                f"test image #{idx}", true)
             results = lens.attributions(ctx, pick, method, [pred, true], scale=scale)
             probs = results[0]["probs"]
-            views = [lens.big(x[idx], 192)] + [lens.big(lens.overlay(pick.x01, r["heatmap"], alpha), 192)
+            views = [ui.big(x[idx], 192)] + [ui.big(lens.overlay(pick.x01, r["heatmap"], alpha), 192)
                                                for r in results]
             caps = [f"the image (true: {classes[true]})",
                     f"evidence for {classes[pred]} (predicted, {probs[pred]:.0%})",
@@ -76,9 +77,9 @@ with lens.guard("explaining the image"):
             st.caption(f"{methods[method]}: warm colours mark the pixels that most raise each class's score. "
                        "Where the two maps differ, the model found the predicted class's pattern "
                        "and missed the true one's.")
-            lens.download_png(lens.viz.hstack(views), f"explain-{idx}-{method}.png", key="err_explain_png")
+            ui.download_png(ui.viz.hstack(views), f"explain-{idx}-{method}.png", key="err_explain_png")
 
-with lens.guard("drawing the gallery"):
+with ui.guard("drawing the gallery"):
     if x is not None and len(res["indices"]):
         ncols = 6
         with st.container(key="err_gallery"):
@@ -87,7 +88,7 @@ with lens.guard("drawing the gallery"):
                 for col, j in zip(cols, range(start, min(start + ncols, len(res["indices"])))):
                     i = int(res["indices"][j])
                     t, p = int(res["targets"][j]), int(res["preds"][j])
-                    col.image(lens.big(res["images"][j], 128), width="stretch")
+                    col.image(ui.big(res["images"][j], 128), width="stretch")
                     col.markdown(f"**{classes[p]}** ✗ (true: {classes[t]})  \n"
                                  + " · ".join(f"{classes[k]} {v:.0%}" for k, v in res["top3"][j])
                                  + f"  \nloss {float(res['losses'][j]):.2f}")
@@ -95,6 +96,6 @@ with lens.guard("drawing the gallery"):
     if rows:
         with st.expander("The same list as a table", expanded=x is None):
             st.dataframe(rows, hide_index=True, width="stretch", key="err_table")
-        lens.download_csv(rows, "misclassified.csv", key="err_csv")
+        ui.download_csv(rows, "misclassified.csv", key="err_csv")
 
 lens.prefetch(ctx)   # warm the caches the other pages read (background, once per checkpoint)

@@ -2,6 +2,7 @@
 import streamlit as st
 
 import lens
+import ui
 
 ctx = lens.setup(
     "Feature maps",
@@ -11,32 +12,32 @@ ctx = lens.setup(
     icon="🗺️")
 
 pixels = lens.test_pixels(ctx, notice=False)
-with lens.guard("choosing the image"):
+with ui.guard("choosing the image"):
     pick = lens.pick_image(ctx, "fm", pixels)
 
 if pick is not None:
-    with lens.guard("drawing the feature maps"):
+    with ui.guard("drawing the feature maps"):
         rows = lens.layers(ctx)
         names = [r["name"] for r in rows]
         shapes = {r["name"]: r["output_shape"] for r in rows}
         default = next((n for n in names if n.startswith("relu")), names[0])
         c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
-        layer = c1.selectbox("Layer", names, **lens.kept("fm_layer", default, names),
+        layer = c1.selectbox("Layer", names, **ui.kept("fm_layer", default, names),
                              format_func=lambda n: f"{n}  ({' × '.join(map(str, shapes[n]))})")
-        scale = c2.radio("Colour scale", ["channel", "shared"], horizontal=True, **lens.kept("fm_scale", "channel"),
+        scale = c2.radio("Colour scale", ["channel", "shared"], horizontal=True, **ui.kept("fm_scale", "channel"),
                          format_func={"channel": "per channel", "shared": "shared by the layer"}.get,
                          help="Per channel: each map stretched to its own range (shows every pattern). "
                               "Shared: one range for the layer (shows which channels respond most).")
         n_ch = shapes[layer][0]
-        count = int(c3.number_input("Channels", 1, n_ch, **lens.kept("fm_count", min(n_ch, 32), bounds=(1, n_ch))))
-        cmap = c4.selectbox("Colours", ["viridis", "gray", "magma", "jet"], **lens.kept("fm_cmap", "viridis"))
+        count = int(c3.number_input("Channels", 1, n_ch, **ui.kept("fm_count", min(n_ch, 32), bounds=(1, n_ch))))
+        cmap = c4.selectbox("Colours", ["viridis", "gray", "magma", "jet"], **ui.kept("fm_cmap", "viridis"))
         fm = lens.feature_maps(ctx, pick, layer, scale)
         maps = fm["maps"][:min(count, n_ch)]
         h = maps.shape[1]
-        grid = lens.viz.tile_image(maps, ncols=min(len(maps), 8), pad=2, factor=max(1, 64 // max(h, 1)), cmap=cmap)
+        grid = ui.viz.tile_image(maps, ncols=min(len(maps), 8), pad=2, factor=max(1, 64 // max(h, 1)), cmap=cmap)
         left, right = st.columns([1, 4])
         with left:
-            st.image(lens.big(pick.x01, 192), caption=pick.caption, width="stretch")
+            st.image(ui.big(pick.x01, 192), caption=pick.caption, width="stretch")
             if pick.original is not None:
                 st.image(pick.original, caption="the upload as sent", width="stretch")
             probs = lens.probabilities(ctx, pick)
@@ -48,6 +49,6 @@ if pick is not None:
             lo, hi = float(fm["min"][:len(maps)].min()), float(fm["max"][:len(maps)].max())
             st.caption(f"Raw activations of the channels shown range from {lo:.3g} to {hi:.3g}. "
                        "After a ReLU, black means exactly zero: the detector found nothing there.")
-            lens.download_png(grid, f"feature-maps-{layer}.png", key="fm_png")
+            ui.download_png(grid, f"feature-maps-{layer}.png", key="fm_png")
 
 lens.prefetch(ctx)   # warm the caches the other pages read (background, once per checkpoint)

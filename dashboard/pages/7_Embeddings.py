@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import lens
+import ui
 
 ctx = lens.setup(
     "Embeddings",
@@ -18,14 +19,14 @@ if pixels is None:
     st.stop()
 classes = ctx.classes
 
-with lens.guard("projecting the test set"):
+with ui.guard("projecting the test set"):
     n_total = len(pixels[1])
     sizes = sorted({n for n in (500, 1000, 2000, 5000) if n < n_total} | {n_total})
     c0, c1, c2 = st.columns([2, 3, 2])
     if len(sizes) > 1:
         n = c0.select_slider("Test images projected", sizes, help="A fixed random sample; all of them takes longer.",
                              format_func=lambda v: f"all {v:,}" if v == n_total else f"{v:,}",
-                             **lens.kept("emb_n", min(lens.EMBED_DEFAULT, n_total), sizes))
+                             **ui.kept("emb_n", min(lens.EMBED_DEFAULT, n_total), sizes))
     else:
         n = n_total
     emb = lens.embedding(ctx, pixels, n)
@@ -33,14 +34,14 @@ with lens.guard("projecting the test set"):
     index, labels, pred = emb["indices"], emb["labels"], emb["preds"]
     xy = emb["xy"]
     conf = preds["probs"][index, pred] if preds is not None else np.full(len(pred), np.nan)
-    shown = c1.multiselect("Classes", classes, placeholder="all classes", **lens.kept("emb_classes", [], classes))
-    only_wrong = c2.checkbox("Only misclassified images", **lens.kept("emb_wrong", False))
+    shown = c1.multiselect("Classes", classes, placeholder="all classes", **ui.kept("emb_classes", [], classes))
+    only_wrong = c2.checkbox("Only misclassified images", **ui.kept("emb_wrong", False))
     keep = np.ones(len(labels), bool)
     if shown:
         keep &= np.isin(labels, [classes.index(c) for c in shown])
     if only_wrong:
         keep &= labels != pred
-    palette = lens.class_palette(len(classes))
+    palette = ui.class_palette(len(classes))
     trace = go.Scatter if keep.sum() <= 3000 else go.Scattergl    # WebGL only where SVG would get slow
     fig = go.Figure()
     trace_index = []                  # per trace: the test index of each of its points (for selections)
@@ -65,12 +66,12 @@ with lens.guard("projecting the test set"):
     fig.update_layout(height=620, margin=dict(t=10, b=10), legend=dict(title="true class", itemsizing="constant"),
                       xaxis_title=f"PC 1 ({emb['explained_variance'][0]:.0%} of the variance)",
                       yaxis_title=f"PC 2 ({emb['explained_variance'][1]:.0%} of the variance)")
-    event = lens.show_chart(fig, key="emb_chart", filename="embedding", on_select="rerun",
+    event = ui.show_chart(fig, key="emb_chart", filename="embedding", on_select="rerun",
                             selection_mode=("points", "lasso", "box"))
     st.caption(f"{int(keep.sum()):,} of {n_total:,} test images shown; features: the {emb['dim']}-dimensional input "
                f"of `{emb['layer']}`; ✕ = misclassified. Double-click the chart to reset the zoom.")
 
-with lens.guard("showing the selected images"):
+with ui.guard("showing the selected images"):
     points = (event or {}).get("selection", {}).get("points", []) if event else []
     chosen = []
     for p in points:
@@ -83,11 +84,11 @@ with lens.guard("showing the selected images"):
         probs = preds["probs"] if preds is not None else None
         caps = [f"#{i} {classes[int(pixels[1][i])]} → {classes[int(probs[i].argmax())]}" if probs is not None
                 else f"#{i} {classes[int(pixels[1][i])]}" for i in chosen]
-        lens.image_grid(pixels[0][chosen], caps, key="emb_selected")
+        ui.image_grid(pixels[0][chosen], caps, key="emb_selected")
     else:
         st.caption("Click a point, or circle several with the lasso tool (chart toolbar), to see their images here.")
     rows = [{"index": int(index[j]), "pc1": round(float(xy[j, 0]), 5), "pc2": round(float(xy[j, 1]), 5),
              "true": classes[labels[j]], "predicted": classes[pred[j]]} for j in range(len(labels))]
-    lens.download_csv(rows, "embedding.csv", key="emb_csv")
+    ui.download_csv(rows, "embedding.csv", key="emb_csv")
 
 lens.prefetch(ctx)   # warm the caches the other pages read (background, once per checkpoint)
