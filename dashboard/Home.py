@@ -65,7 +65,7 @@ if ctx is not None:
              ("pages/3_Errors.py", "Errors", "the misclassified images, and why the model chose wrong"),
              ("pages/4_Filters.py", "Filters", "the first layer's kernels, and how they formed during training"),
              ("pages/5_Feature_maps.py", "Feature maps", "what each layer's channels respond to in one image"),
-             ("pages/6_Saliency.py", "Saliency", "which pixels drove a prediction, with six methods"),
+             ("pages/6_Saliency.py", "Saliency", "which pixels drove a prediction, with eight methods"),
              ("pages/7_Embeddings.py", "Embeddings", "the whole test set as a 2-D map of the network's features")]
     for path, name, what in pages:
         st.page_link(path, label=f"**{name}** — {what}")

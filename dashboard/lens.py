@@ -629,10 +629,6 @@ def attribution_methods() -> dict[str, str]:
 LAYER_METHODS = ("gradcam", "guided_gradcam")
 
 
-# =============================================================================
-# rendering helpers
-
-
 def summary(ctx: Ctx) -> dict:
     """checkpoint_summary of the loaded checkpoint (the state dict comes from the model)."""
     from cnnlib.checkpoint import checkpoint_summary

@@ -1,4 +1,4 @@
-"""Attribution maps for any image: which pixels drove the prediction, by six methods."""
+"""Attribution maps for any image: which pixels drove the prediction, by eight methods."""
 import plotly.graph_objects as go
 import streamlit as st
 
