@@ -28,6 +28,7 @@ from captum.attr import (GuidedBackprop, GuidedGradCam, InputXGradient, Integrat
 from torch import nn
 
 from .errors import CNNLibError
+from . import viz
 from .interpret import as_image01, default_gradcam_layer, get_layer, model_device, working_copy
 
 # Captum announces its (temporary) ReLU hooks on every Guided Backprop call; they are on a private copy.
@@ -205,17 +206,8 @@ def _vmax(mag: np.ndarray, clip_percentile: float) -> float:
 # colour
 
 def colormap(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
-    """(H, W) in [0, 1] -> (H, W, 3) float32 RGB in [0, 1]. 'jet' and 'gray' built in; others via matplotlib."""
-    v = np.clip(np.nan_to_num(np.asarray(values, np.float32)), 0, 1)
-    if cmap == "jet":
-        return np.stack([np.clip(1.5 - np.abs(4 * v - s), 0, 1) for s in (3, 2, 1)], -1).astype(np.float32)
-    if cmap == "gray":
-        return np.repeat(v[..., None], 3, -1)
-    try:
-        import matplotlib
-        return matplotlib.colormaps[cmap](v)[..., :3].astype(np.float32)
-    except (ImportError, KeyError):
-        raise CNNLibError(f"unknown colour map {cmap!r}") from None
+    """(H, W) in [0, 1] -> (H, W, 3) float32 RGB in [0, 1] (viz.colormap, with 'jet' as the default)."""
+    return viz.colormap(values, cmap)
 
 
 def overlay(image01, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "jet", weighted: bool = False) -> np.ndarray:

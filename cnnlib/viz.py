@@ -48,21 +48,24 @@ def enlarge(img, size: int | None = None, factor: int | None = None) -> np.ndarr
     return np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)
 
 
-def colorize(values01, cmap: str = "viridis") -> np.ndarray:
-    """Values in [0, 1] (any leading shape, last two are H, W) -> uint8 RGB through a matplotlib colour map
-    ('gray' and 'jet' work without matplotlib)."""
+def colormap(values01, cmap: str = "viridis") -> np.ndarray:
+    """Values in [0, 1] (any leading shape) -> float32 RGB in [0, 1], shape (..., 3), through a matplotlib
+    colour map ('gray' and 'jet' work without matplotlib)."""
     v = np.clip(np.nan_to_num(np.asarray(values01, np.float32)), 0, 1)
     if cmap == "gray":
-        rgb = np.repeat(v[..., None], 3, -1)
-    elif cmap == "jet":
-        rgb = np.stack([np.clip(1.5 - np.abs(4 * v - s), 0, 1) for s in (3, 2, 1)], -1)
-    else:
-        try:
-            import matplotlib
-            rgb = matplotlib.colormaps[cmap](v)[..., :3]
-        except (ImportError, KeyError):
-            raise CNNLibError(f"unknown colour map {cmap!r}") from None
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(v[..., None], 3, -1)
+    if cmap == "jet":
+        return np.stack([np.clip(1.5 - np.abs(4 * v - s), 0, 1) for s in (3, 2, 1)], -1).astype(np.float32)
+    try:
+        import matplotlib
+        return matplotlib.colormaps[cmap](v)[..., :3].astype(np.float32)
+    except (ImportError, KeyError):
+        raise CNNLibError(f"unknown colour map {cmap!r}") from None
+
+
+def colorize(values01, cmap: str = "viridis") -> np.ndarray:
+    """Values in [0, 1] -> uint8 RGB (..., 3) through `colormap`."""
+    return np.clip(np.rint(colormap(values01, cmap) * 255.0), 0, 255).astype(np.uint8)
 
 
 def tile_image(tiles, ncols: int | None = None, pad: int = 1, factor: int = 1, pad_value: float = 1.0,
