@@ -72,10 +72,6 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
-    def resolved_data_root(self) -> str:
-        root = self.data_root or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT
-        return os.path.expanduser(root)
-
 
 # Recipes override a few fields of TrainConfig; everything else keeps its default.
 RECIPES: dict[str, dict] = {

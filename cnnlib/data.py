@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .config import DATA_ROOT_ENV, DEFAULT_DATA_ROOT
+from .config import DATA_ROOT_ENV, DEFAULT_DATA_ROOT, TrainConfig
 from .errors import DatasetError
 
 NAMED = {"cifar10": "CIFAR10", "mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -231,12 +231,11 @@ def load_checkpoint_split(meta: dict, split: str = "test", data: str | None = No
     if split not in ("train", "val", "test"):
         raise DatasetError(f"unknown split {split!r}; use train, val or test")
     info = meta.get("data", {})
-    cfg = meta.get("config", {})
-    source = data or (info.get("name") if info.get("name") in NAMED else info.get("path")) or "cifar10"
+    cfg = TrainConfig.from_dict(meta.get("config", {}))  # the run's settings; TrainConfig fills any missing
+    source = data or (info.get("name") if info.get("name") in NAMED else info.get("path")) or cfg.data
     splits = load_dataset(source, root=root or (info.get("path") if source in NAMED else None),
-                          val_size=cfg.get("val_size", 5000), split_seed=info.get("split_seed", 0),
-                          download=False, test_fraction=cfg.get("test_fraction", 0.1),
-                          image_size=cfg.get("image_size", 0))
+                          val_size=cfg.val_size, split_seed=info.get("split_seed", cfg.split_seed),
+                          download=False, test_fraction=cfg.test_fraction, image_size=cfg.image_size)
     x, y = splits[split]
     c, h, w = meta["input_shape"]
     if tuple(x.shape[1:]) != (c, h, w):

@@ -71,9 +71,8 @@ def visualize_predictions(model: nn.Module, image_path, device=None, k: int = 5)
 
     if device is not None:
         model = model.to(resolve_device(device))
-    top = predict(model, image_path, k=k)
-    shown = to_model_input(image_path, [3, *model.meta["input_shape"][1:]]) \
-        if model.meta["input_shape"][0] == 3 else to_model_input(image_path, model.meta["input_shape"])
+    shown = to_model_input(image_path, model.meta["input_shape"])  # (C, H, W) in [0, 1], what the model sees
+    top = predict(model, shown, k=k)                                  # decoded once; the array path is exact
     fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(8, 3.5))
     ax_img.imshow(shown.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray" if shown.shape[0] == 1 else None)
     ax_img.set_title(f"{top[0]['class']} ({top[0]['prob']:.0%})")

@@ -16,7 +16,6 @@ microseconds, not a weight copy. The shared model is left exactly as found.
 from __future__ import annotations
 
 import copy
-import math
 from contextlib import contextmanager
 
 import numpy as np
@@ -25,6 +24,7 @@ from torch import nn
 
 from .errors import CNNLibError
 from .inference import normalize
+from .viz import grid  # noqa: F401  (part of this module's API: tiles -> one image)
 
 
 # -----------------------------------------------------------------------------
@@ -234,19 +234,6 @@ def layer_kernels(model: nn.Module, layer_name: str, scale: str = "filter") -> n
     if scale not in axes:
         raise CNNLibError(f"scale must be one of {list(axes)}, not {scale!r}")
     return _minmax(layer.weight.detach().float().cpu().numpy(), axes[scale])
-
-
-def grid(tiles: np.ndarray, ncols: int | None = None, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
-    """Tiles (N, h, w) or (N, h, w, C) -> one image (rows*(h+pad)-pad, cols*(w+pad)-pad[, C])."""
-    tiles = np.asarray(tiles)
-    n, h, w = tiles.shape[:3]
-    ncols = ncols or int(math.ceil(math.sqrt(n)))
-    nrows = int(math.ceil(n / ncols))
-    out = np.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad) + tiles.shape[3:], pad_value, tiles.dtype)
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = tiles[i]
-    return out
 
 
 # -----------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable
 
-import torch
 from torch import nn
 
 from .errors import CNNLibError
@@ -150,19 +149,3 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
         if isinstance(m, nn.Conv2d):
             return name, m
     raise CNNLibError(f"{type(model).__name__} has no Conv2d layer")
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def output_shape(model: nn.Module, input_shape) -> tuple[int, ...]:
-    """Logit shape for one input of shape (C, H, W), in eval mode, model untouched."""
-    was_training = model.training
-    model.eval()
-    try:
-        p = next(model.parameters())
-        return tuple(model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype)).shape)
-    finally:
-        model.train(was_training)

@@ -3,6 +3,7 @@
     to_hwc_uint8(x)           (C, H, W) / (H, W, C) / (H, W), uint8 or float in [0, 1] -> (H, W, 3) or (H, W) uint8
     enlarge(img, 128)         nearest-neighbour upscaling, so a 32x32 picture stays sharp on screen
     colorize(values01, cmap)  (..., H, W) in [0, 1] -> (..., H, W, 3) uint8 through a colour map
+    grid(tiles, ncols)        (N, h, w[, C]) tiles -> one array with padding between them
     tile_image(tiles, ...)    (N, h, w[, C]) tiles in [0, 1] -> one enlarged uint8 grid image
     hstack(images)            images side by side (heights matched), one uint8 image
     png_bytes(img)            uint8 image -> PNG file content (for download buttons)
@@ -68,6 +69,19 @@ def colorize(values01, cmap: str = "viridis") -> np.ndarray:
     return np.clip(np.rint(colormap(values01, cmap) * 255.0), 0, 255).astype(np.uint8)
 
 
+def grid(tiles: np.ndarray, ncols: int | None = None, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """Tiles (N, h, w) or (N, h, w, C) -> one image (rows*(h+pad)-pad, cols*(w+pad)-pad[, C])."""
+    tiles = np.asarray(tiles)
+    n, h, w = tiles.shape[:3]
+    ncols = ncols or int(math.ceil(math.sqrt(n)))
+    nrows = int(math.ceil(n / ncols))
+    out = np.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad) + tiles.shape[3:], pad_value, tiles.dtype)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = tiles[i]
+    return out
+
+
 def tile_image(tiles, ncols: int | None = None, pad: int = 1, factor: int = 1, pad_value: float = 1.0,
                cmap: str | None = None) -> np.ndarray:
     """Tiles (N, h, w) or (N, h, w, C) in [0, 1] -> one uint8 image: a grid with `pad` pixels of `pad_value`
@@ -85,14 +99,7 @@ def tile_image(tiles, ncols: int | None = None, pad: int = 1, factor: int = 1, p
         t = np.repeat(np.repeat(t, factor, axis=1), factor, axis=2)
     if t.ndim == 3 and cmap:
         t = colorize(t, cmap).astype(np.float32) / 255.0
-    n, h, w = t.shape[:3]
-    ncols = int(ncols or math.ceil(math.sqrt(n)))
-    nrows = int(math.ceil(n / ncols))
-    out = np.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad) + t.shape[3:], pad_value, np.float32)
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = t[i]
-    return to_hwc_uint8(out)
+    return to_hwc_uint8(grid(t, ncols, pad, pad_value))
 
 
 def hstack(images, pad: int = 4, pad_value: int = 255) -> np.ndarray:

@@ -463,9 +463,18 @@ def _decode_upload(sha: str, shape: tuple, _blob: bytes) -> tuple[np.ndarray, np
     return x01, np.asarray(thumb.convert("RGB"))
 
 
-def pick_image(ctx: Ctx, prefix: str, pixels) -> Picked | None:
-    """The image picker of the Feature maps and Saliency pages: a test image (by class and position) or an
-    upload. Shows st.error for a bad upload and returns None when there is nothing to show."""
+def test_image(ctx: Ctx, x: np.ndarray, y: np.ndarray, idx: int) -> Picked:
+    """Test image `idx` of the checkpoint's test pixels (x, y) as a Picked (one cache key format everywhere)."""
+    label = int(y[idx])
+    return Picked(f"test:{pixels_key(ctx)}:{idx}", x[idx].astype(np.float32) / 255.0,
+                  f"test image #{idx} · true class: {ctx.classes[label]}", label)
+
+
+def pick_image(ctx: Ctx, prefix: str) -> Picked | None:
+    """The image picker of the Feature maps and Saliency pages: a test image (by class and position, when the
+    test pixels are on disk) or an upload. Shows st.error for a bad upload and returns None when there is
+    nothing to show."""
+    pixels = test_pixels(ctx, notice=False)
     sources = ["Test image", "Upload an image"] if pixels is not None else ["Upload an image"]
     src = st.radio("Image", sources, horizontal=True, **ui.kept(f"{prefix}_src", sources[0], sources))
     if src == "Test image":
@@ -483,10 +492,7 @@ def pick_image(ctx: Ctx, prefix: str, pixels) -> Picked | None:
         else:
             pos = 1
             c2.caption("The only test image of this class.")
-        idx = int(pool[pos - 1])
-        label = int(y[idx])
-        return Picked(f"test:{pixels_key(ctx)}:{idx}", x[idx].astype(np.float32) / 255.0,
-                      f"test image #{idx} · true class: {ctx.classes[label]}", label)
+        return test_image(ctx, x, y, int(pool[pos - 1]))
     up = st.file_uploader("Upload an image (PNG, JPEG, …)", type=IMAGE_TYPES, key=f"{prefix}_upload")
     if pixels is None:
         st.caption("No test images on disk: upload any picture; it is resized to the model's input size.")

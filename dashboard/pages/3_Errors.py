@@ -62,8 +62,7 @@ with ui.guard("explaining the image"):
                              format_func={"shared": "shared (compare strength)", "image": "per image"}.get,
                              **ui.kept("err_scale", "shared"))
             alpha = o3.slider("Overlay opacity", 0.0, 1.0, step=0.05, **ui.kept("err_alpha", 0.5))
-            pick = lens.Picked(f"test:{lens.pixels_key(ctx)}:{idx}", x[idx].astype("float32") / 255.0,
-                               f"test image #{idx}", true)
+            pick = lens.test_image(ctx, x, pixels[1], idx)
             results = lens.attributions(ctx, pick, method, [pred, true], scale=scale)
             probs = results[0]["probs"]
             views = [ui.big(x[idx], 192)] + [ui.big(lens.overlay(pick.x01, r["heatmap"], alpha), 192)

@@ -11,9 +11,8 @@ ctx = lens.setup(
     "keep the image's layout; deeper layers are smaller and respond to larger, more abstract parts.",
     icon="🗺️")
 
-pixels = lens.test_pixels(ctx, notice=False)
 with ui.guard("choosing the image"):
-    pick = lens.pick_image(ctx, "fm", pixels)
+    pick = lens.pick_image(ctx, "fm")
 
 if pick is not None:
     with ui.guard("drawing the feature maps"):

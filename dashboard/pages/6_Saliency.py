@@ -13,9 +13,8 @@ ctx = lens.setup(
     "patches and watches the score drop. Pick several target classes to compare the evidence for each.",
     icon="🔥")
 
-pixels = lens.test_pixels(ctx, notice=False)
 with ui.guard("choosing the image"):
-    pick = lens.pick_image(ctx, "sal", pixels)
+    pick = lens.pick_image(ctx, "sal")
 
 if pick is not None:
     classes = ctx.classes
