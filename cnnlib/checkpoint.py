@@ -3,14 +3,17 @@
 It is the contract between training and everything that reads a model (the
 CLI, the analysis functions, the dashboard). `torch.load(path,
 weights_only=True)` reads it: only tensors, numbers, strings, lists, dicts.
-Keys (format_version 1; the README documents each):
+Keys (format_version 2; the README documents each; version 1 files, without `preprocessing`, still load):
 
     format_version  int
     model           {"name": str, "kwargs": dict}         -> models.get_model(name, **kwargs)
     state_dict      {param name: tensor}
     classes         [str]                                  class names, index = label
     input_shape     [C, H, W]
-    normalization   {"mean": [C floats], "std": [C floats]} from the training split
+    normalization   {"mean": [C floats], "std": [C floats]} in [0, 1] pixel units (training split, or given)
+    preprocessing   {"resize": int, "crop": int} (optional, v2): shorter side to `resize`, centre crop
+                    `crop` (torchvision's Resize + CenterCrop; 0 = skip); then any size left over is
+                    resized to input_shape. Absent: images are resized straight to input_shape.
     data            {"name", "path", "split_seed", "sizes": {"train", "val", "test"}}
     config          TrainConfig as a dict
     history         [{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
@@ -35,7 +38,7 @@ from torch import nn
 from .errors import CheckpointError, CNNLibError
 from .models import get_model
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format_version", "model", "state_dict", "classes", "input_shape", "normalization")
 
 

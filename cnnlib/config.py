@@ -29,11 +29,13 @@ class TrainConfig:
     val_size: int = 5000           # images held out of the training split for validation (best-checkpoint choice)
     test_fraction: float = 0.1     # ImageFolder without test/: fraction of images carved out as the test split
     split_seed: int = 0            # seed of the train/val (and carved test) split; fixed so runs compare
-    image_size: int = 0            # ImageFolder only: resize to this square size; 0 -> size of the first image
+    image_size: int = 0            # ImageFolder only: square input size in pixels (centre crop after --resize); 0 -> size of the first image
+    resize: int = 0                # ImageFolder only: scale the shorter side to this many pixels first; 0 -> to image_size
     # --- model ---
     model: str = "simple_cnn"      # a name from cnnlib.models.list_models()
     dropout: float = 0.1           # dropout probability before the classifier (models that have one)
     width: int = 0                 # base channel width for models that take one; 0 -> the model's own default
+    weights: str = ""              # start from these weights (state dict, checkpoint or .safetensors); "" -> random init
     # --- optimisation ---
     epochs: int = 10               # full passes over the training split
     batch_size: int = 128          # images per optimiser step (per process under DDP)

@@ -174,9 +174,19 @@ def compute_report(targets, probs, classes, losses=None, n_bins: int = 15, preds
         "ece": cal.pop("ece"),
         "mce": cal.pop("mce"),
         "calibration": cal,
+        "most_confused": _most_confused(cm, top),
         "most_confident_wrong": order[:top].tolist(),
         "hardest": np.argsort(-losses, kind="stable")[:top].tolist(),
     }
+
+
+def _most_confused(cm: np.ndarray, top: int) -> list[dict]:
+    """The off-diagonal cells with the most images, largest first: [{"true", "pred", "count"}] (count > 0)."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:top]
+    cells = [np.unravel_index(int(i), off.shape) for i in flat]
+    return [{"true": int(t), "pred": int(p), "count": int(off[t, p])} for t, p in cells if off[t, p] > 0]
 
 
 # -----------------------------------------------------------------------------

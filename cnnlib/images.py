@@ -21,6 +21,8 @@ from .errors import ImageError
 MAX_PIXELS = 40_000_000      # refuse images above 40 megapixels (decompression-bomb guard)
 MAX_BYTES = 50 * 2**20       # refuse encoded files above 50 MiB
 MAX_SIDE_RATIO = 1000        # refuse absurd aspect ratios such as 1 x 100000
+# file types the CLI, the data loaders and the dashboard's uploaders accept (one list)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
 def _from_array(arr: np.ndarray) -> Image.Image:
@@ -134,13 +136,41 @@ def _check_size(im: Image.Image, name: str) -> None:
         raise ImageError(f"{name} has an absurd shape ({w}x{h})")
 
 
-def to_model_input(image, input_shape) -> torch.Tensor:
-    """Image -> float tensor (C, H, W) in [0, 1], converted to the model's channels and resized."""
-    c, h, w = input_shape
-    im = load_image(image)
+def fit_image(im: Image.Image, input_shape, preprocessing: dict | None = None) -> Image.Image:
+    """A decoded image -> the model's channels and size, the torchvision way.
+
+    preprocessing (the checkpoint's, optional): {"resize": N, "crop": M}. resize > 0 scales the shorter
+    side to N pixels (bilinear, antialiased); crop > 0 then takes the centre M x M (torchvision's
+    Resize(N) + CenterCrop(M)). Whatever the result, a size that still differs from input_shape [C, H, W]
+    is resized to (W, H) directly: a 32-pixel model stretches any upload to 32 x 32, as it always has.
+    """
+    c, h, w = (int(v) for v in input_shape)
     im = im.convert("L" if c == 1 else "RGB")
+    pre = preprocessing or {}
+    resize, crop = int(pre.get("resize") or 0), int(pre.get("crop") or 0)
+    if resize > 0:
+        iw, ih = im.size
+        scale = resize / min(iw, ih)
+        size = (max(1, round(iw * scale)), max(1, round(ih * scale)))
+        if size != im.size:
+            im = im.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
+    if crop > 0:
+        iw, ih = im.size
+        cw, ch = min(crop, iw), min(crop, ih)
+        left, top = int(round((iw - cw) / 2.0)), int(round((ih - ch) / 2.0))
+        im = im.crop((left, top, left + cw, top + ch))
     if im.size != (w, h):
         im = im.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
+    return im
+
+
+def to_uint8_chw(im: Image.Image) -> np.ndarray:
+    """PIL image ('L' or 'RGB') -> uint8 array (C, H, W)."""
     a = np.asarray(im, dtype=np.uint8)
-    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-    return torch.from_numpy(a.copy()).float().div_(255.0)
+    return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+
+
+def to_model_input(image, input_shape, preprocessing: dict | None = None) -> torch.Tensor:
+    """Image -> float tensor (C, H, W) in [0, 1] at the model's channels and size (see fit_image)."""
+    im = fit_image(load_image(image), input_shape, preprocessing)
+    return torch.from_numpy(to_uint8_chw(im)).float().div_(255.0)

@@ -1,0 +1,263 @@
+"""Everything that runs a network, in one place: the one path from image to logits.
+
+    x uint8 (B, C, H, W) or float in [0, 1]  --to_input-->  normalized float (B, C, H, W)  --net-->  logits (B, K)
+
+    working_copy(model)          new module objects sharing the weights: own hooks, own train/eval flag
+    analysis_copy(model)         working copy converted for hooks and Captum (non-inplace activations,
+                                 one module instance per use); outputs equal the original's
+    inference_copy(model)        BatchNorm folded into convs, channels_last (fast batched inference)
+    capture(model, names)        forward hooks as a context manager; always removed
+    Normalized(net, meta)        net((x01 - mean) / std): a module taking raw [0, 1] images (Captum)
+    forward_batches(net, x, ...) one batched forward loop (training's validation, evaluation, embeddings)
+    probabilities(model, x01)    softmax of one or more [0, 1] images
+
+Thread safety: the dashboard shares one cached model between sessions, so nothing here puts a hook on
+it or changes its mode; callers work on copies.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import CNNLibError
+
+
+# -----------------------------------------------------------------------------
+# copies
+
+def working_copy(model: nn.Module) -> nn.Module:
+    """Structural copy in eval() that shares parameters and buffers (and `meta`) with `model`.
+
+    New module objects (own hooks, own train/eval flag) around the original's tensors, so a copy costs
+    microseconds, not a weight copy, and the shared model is left exactly as found.
+    """
+    memo = {id(t): t for t in model.parameters()}
+    memo.update({id(t): t for t in model.buffers()})
+    if hasattr(model, "meta"):
+        memo[id(model.meta)] = model.meta
+    return copy.deepcopy(model, memo).eval()
+
+
+_INPLACE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.SiLU, nn.Hardswish,
+                        nn.Hardsigmoid, nn.Hardtanh, nn.Mish, nn.RReLU, nn.Threshold, nn.Dropout, nn.Dropout2d)
+
+
+def analysis_copy(model: nn.Module) -> nn.Module:
+    """A working copy that hooks and Captum can trust, for any architecture.
+
+    * every activation (and dropout) with `inplace=True` becomes non-inplace: an in-place ReLU overwrites
+      the tensor a forward hook captured and breaks backward hooks;
+    * a parameter-free module object called more than once per forward pass (torchvision's ResNet blocks
+      call `self.relu` twice) is given one private copy per call site, so a hook on a name means one place.
+      This rewrite needs torch.fx; a model fx cannot trace keeps its shared modules (outputs unchanged).
+
+    The copy shares parameters and buffers with `model`; its outputs equal the original's.
+    """
+    net = working_copy(model)
+    for m in net.modules():
+        if isinstance(m, _INPLACE_ACTIVATIONS) and getattr(m, "inplace", False):
+            m.inplace = False
+    return _split_reused_modules(net)
+
+
+def _split_reused_modules(net: nn.Module) -> nn.Module:
+    """Give each call of a reused parameter-free module its own instance (torch.fx graph rewrite)."""
+    counts: dict[str, int] = {}
+    try:
+        import torch.fx as fx
+        graph_module = fx.symbolic_trace(net)
+    except Exception:  # noqa: BLE001 - untraceable control flow: keep the model as it is
+        return net
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module":
+            counts[node.target] = counts.get(node.target, 0) + 1
+    reused = {t for t, c in counts.items() if c > 1
+              and next(net.get_submodule(t).parameters(), None) is None
+              and next(net.get_submodule(t).buffers(), None) is None}
+    if not reused:
+        return net
+    seen: dict[str, int] = {}
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module" and node.target in reused:
+            i = seen[node.target] = seen.get(node.target, 0) + 1
+            if i == 1:
+                continue
+            parent_name, _, leaf = node.target.rpartition(".")
+            parent = graph_module.get_submodule(parent_name) if parent_name else graph_module
+            new_leaf = f"{leaf}_{i}"
+            parent.add_module(new_leaf, copy.deepcopy(graph_module.get_submodule(node.target)))
+            node.target = f"{parent_name}.{new_leaf}" if parent_name else new_leaf
+    graph_module.recompile()
+    if hasattr(net, "meta"):
+        graph_module.meta = net.meta
+    return graph_module.eval()
+
+
+def inference_copy(model: nn.Module) -> tuple[nn.Module, bool]:
+    """(network, channels_last) for fast batched inference: a full copy with each BatchNorm folded into
+    its conv (torch.fx) in channels_last memory format; the plain working copy if fx cannot trace it."""
+    from torch.fx.experimental.optimization import fuse
+    net = working_copy(model)
+    try:
+        net = fuse(net)           # copies the weights, so the memory-format change below stays private
+    except Exception:  # noqa: BLE001  (any untraceable forward: fall back to the unfused copy)
+        return net, False
+    return net.to(memory_format=torch.channels_last), True
+
+
+# -----------------------------------------------------------------------------
+# layers and hooks
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise CNNLibError(f"{type(model).__name__} has no layer {name!r}") from None
+
+
+@contextmanager
+def capture(model: nn.Module, names, inputs: bool = False):
+    """Forward hooks on the named layers, yielding {name: output (or first input) tensor}.
+
+    The first call of each layer wins (clear the dict between batches). The hooks are removed when the
+    block ends, also when it raises.
+    """
+    store, handles = {}, []
+
+    def make(name):   # hooks must return None: a returned value would replace the layer's input / output
+        if inputs:
+            def pre_hook(m, args):
+                store.setdefault(name, args[0])
+            return pre_hook
+
+        def hook(m, args, out):
+            store.setdefault(name, out)
+        return hook
+    try:
+        for name in names:
+            layer = get_layer(model, name)
+            handles.append(layer.register_forward_pre_hook(make(name)) if inputs
+                           else layer.register_forward_hook(make(name)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def input_shape(model: nn.Module, shape=None) -> list[int]:
+    """[C, H, W] the model takes: `shape`, else the checkpoint's (model.meta)."""
+    shape = shape or (getattr(model, "meta", None) or {}).get("input_shape")
+    if shape is None:
+        raise CNNLibError("the input shape is unknown: load the model with load_model() or pass input_shape=[C, H, W]")
+    return [int(s) for s in shape]
+
+
+# -----------------------------------------------------------------------------
+# image -> input
+
+def as_image01(x) -> torch.Tensor:
+    """(C, H, W) or (1, C, H, W) uint8 / float in [0, 1] (tensor or array) -> float32 (C, H, W)."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if x.dim() == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.dim() != 3:
+        raise CNNLibError(f"expected one image (C, H, W), got shape {tuple(x.shape)}")
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
+
+def norm_stats(meta: dict | None, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checkpoint's per-channel (mean, std), each (1, C, 1, 1), in [0, 1] pixel units."""
+    if not meta or "normalization" not in meta:
+        raise CNNLibError("the model has no normalization statistics: load it with load_model()")
+    norm = meta["normalization"]
+    mean = torch.tensor(norm["mean"], dtype=dtype, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(norm["std"], dtype=dtype, device=device).view(1, -1, 1, 1)
+    return mean, std
+
+
+def to_input(x, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """Images (B, C, H, W), uint8 or float in [0, 1] (tensor, array or memmap) -> normalized float32 on
+    mean's device. The only place where pixels become the network's input."""
+    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    x = x.to(mean.device, non_blocking=True)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class Normalized(nn.Module):
+    """x01 (B, C, H, W) in [0, 1] -> net(to_input(x01)): the network on raw images, so attributions and
+    feature visualisations are taken on (and drawn over) the image a person sees."""
+
+    def __init__(self, net: nn.Module, meta: dict):
+        super().__init__()
+        self.net = net
+        mean, std = norm_stats(meta, model_device(net))
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x):
+        return self.net(to_input(x, self.mean, self.std))
+
+
+# -----------------------------------------------------------------------------
+# the batched forward loop
+
+def autocast(device: torch.device, dtype):
+    """torch.autocast for `dtype` on the device's type, or nothing (dtype None: fp32)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def forward_batches(net: nn.Module, x, mean: torch.Tensor, std: torch.Tensor, batch_size: int = 256,
+                    dtype=None, channels_last: bool = False, progress: str | None = None
+                    ) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (start, logits float32 (B, K)) for consecutive batches of x (N, C, H, W).
+
+    x: uint8 or [0, 1] float, a tensor, a numpy array or a memory-mapped file; only one batch at a time
+    is copied and moved to the device, so memory does not grow with N. Runs under inference_mode, with
+    autocast when `dtype` is given; `progress` is a tqdm label (None: no bar). The caller puts `net`
+    in eval() (or passes a working copy).
+    """
+    n = len(x)
+    if n == 0:
+        return
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n, desc=progress, unit="img", leave=False, dynamic_ncols=True)
+    try:
+        with torch.inference_mode():
+            for i in range(0, n, batch_size):
+                xb = to_input(x[i:i + batch_size], mean, std, channels_last)
+                with autocast(mean.device, dtype):
+                    logits = net(xb)
+                yield i, logits.float()
+                if bar is not None:
+                    bar.update(len(xb))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def probabilities(model: nn.Module, x01) -> np.ndarray:
+    """Softmax class probabilities float32 (B, K) of images (B, C, H, W) or one (C, H, W) in [0, 1]
+    (uint8 accepted). No hooks and no mode change, so it is safe on a shared eval() model."""
+    x = torch.as_tensor(np.asarray(x01) if not isinstance(x01, torch.Tensor) else x01)
+    x = x[None] if x.dim() == 3 else x
+    mean, std = norm_stats(getattr(model, "meta", None), model_device(model))
+    if model.training:
+        raise CNNLibError("the model must be in eval() mode (load_model returns it so)")
+    out = [torch.softmax(logits, 1).cpu() for _, logits in forward_batches(model, x, mean, std)]
+    return torch.cat(out).numpy().astype(np.float32)
+
