@@ -4,4 +4,4 @@ from .models import get_model, list_models, register_model
 
 __all__ = ["CNNLibError", "CheckpointError", "DatasetError", "ImageError", "TrainingError",
            "get_model", "list_models", "register_model"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -4,9 +4,9 @@
     r["heatmap"]  float32 (H, W) in [0, 1]     r["overlay"]  uint8 (H, W, 3)
     r["raw"]      float32 (H, W), signed       r["attribution"]  float32 (C, H, W) (Grad-CAM: (1, H, W))
 
-The checkpoint's normalization sits inside a wrapper module (`Normalized`), so
+The checkpoint's normalization sits inside a wrapper module (`modelops.Normalized`), so
 attributions are taken on, and overlaid on, the raw [0, 1] image. Every call
-runs on a private `working_copy` of the model in eval() with gradients on
+runs on a private `modelops.analysis_copy` of the model in eval() with gradients on
 (even inside `no_grad` / `inference_mode`): Captum's hooks (Grad-CAM's
 forward hook, Guided Backprop's ReLU hooks) never touch the shared model, so
 threads do not interfere and the model is left exactly as found. Captum only
@@ -29,7 +29,8 @@ from torch import nn
 
 from .errors import CNNLibError
 from . import viz
-from .interpret import as_image01, default_gradcam_layer, get_layer, model_device, working_copy
+from .interpret import default_gradcam_layer
+from .modelops import Normalized, analysis_copy, as_image01, get_layer, model_device
 
 # Captum announces its (temporary) ReLU hooks on every Guided Backprop call; they are on a private copy.
 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations", module="captum")
@@ -42,21 +43,29 @@ METHOD_LABELS = {"saliency": "Saliency", "integrated_gradients": "Integrated Gra
                  "guided_gradcam": "Guided Grad-CAM", "occlusion": "Occlusion"}
 LAYER_METHODS = ("gradcam", "guided_gradcam")
 
+# Every option's default, in one place (the dashboard reads these; `option_defaults` resolves the ones that
+# depend on the image size). Units: n_steps = points on the straight path from the baseline (IG);
+# nt_samples = noisy copies averaged, stdev = noise std in [0, 1] pixel units (SmoothGrad);
+# window / stride = occlusion patch side and step in pixels (None: window = H // 8, at least 2;
+# stride = window // 2); baseline = what "absent" means: black, white or the training mean colour.
+METHOD_OPTIONS: dict[str, dict] = {
+    "integrated_gradients": {"n_steps": 50, "baseline": "black", "internal_batch_size": None},
+    "smoothgrad": {"nt_samples": 25, "stdev": 0.15, "seed": 0, "nt_samples_batch_size": None},
+    "occlusion": {"window": None, "stride": None, "baseline": "black", "perturbations_per_eval": 64},
+}
+BASELINES = ("black", "white", "mean")
 
-class Normalized(nn.Module):
-    """x01 (B, C, H, W) in [0, 1] -> net((x01 - mean) / std): the network on raw images."""
 
-    def __init__(self, net: nn.Module, meta: dict):
-        super().__init__()
-        if not meta or "normalization" not in meta:
-            raise CNNLibError("the model has no normalization statistics: load it with load_model()")
-        self.net = net
-        dev = model_device(net)
-        self.register_buffer("mean", torch.tensor(meta["normalization"]["mean"], device=dev).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(meta["normalization"]["std"], device=dev).view(1, -1, 1, 1))
-
-    def forward(self, x):
-        return self.net((x - self.mean) / self.std)
+def option_defaults(method: str, input_shape) -> dict:
+    """The options `method` runs with by default on images of `input_shape` [C, H, W]."""
+    if method not in METHODS:
+        raise CNNLibError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
+    opts = dict(METHOD_OPTIONS.get(method, {}))
+    if method == "occlusion":
+        h = int(input_shape[1])
+        opts["window"] = opts["window"] or max(2, h // 8)
+        opts["stride"] = opts["stride"] or max(1, opts["window"] // 2)
+    return opts
 
 
 class _SeededNoiseTunnel(NoiseTunnel):
@@ -106,15 +115,15 @@ def _attribute_one(wrapper: Normalized, image: torch.Tensor, method: str, target
         a = Saliency(wrapper).attribute(x, target=t, abs=False)
     elif method == "integrated_gradients":
         a, delta = IntegratedGradients(wrapper).attribute(
-            x, baselines=_baseline(x, wrapper, opts.get("baseline", "black")), target=t,
-            n_steps=int(opts.get("n_steps", 50)), internal_batch_size=opts.get("internal_batch_size"),
+            x, baselines=_baseline(x, wrapper, opts["baseline"]), target=t,
+            n_steps=int(opts["n_steps"]), internal_batch_size=opts["internal_batch_size"],
             return_convergence_delta=True)
         out["delta"] = float(delta.reshape(-1)[0])       # sum(attr) - (f(x) - f(baseline)), target logit
     elif method == "smoothgrad":
-        n = int(opts.get("nt_samples", 25))
-        a = _SeededNoiseTunnel(Saliency(wrapper), int(opts.get("seed", 0))).attribute(
-            x, nt_type="smoothgrad", nt_samples=n, stdevs=float(opts.get("stdev", 0.15)),
-            nt_samples_batch_size=int(opts.get("nt_samples_batch_size", n)), target=t, abs=False)
+        n = int(opts["nt_samples"])
+        a = _SeededNoiseTunnel(Saliency(wrapper), int(opts["seed"])).attribute(
+            x, nt_type="smoothgrad", nt_samples=n, stdevs=float(opts["stdev"]),
+            nt_samples_batch_size=int(opts["nt_samples_batch_size"] or n), target=t, abs=False)
     elif method == "input_x_gradient":
         a = InputXGradient(wrapper).attribute(x, target=t)
     elif method == "guided_backprop":
@@ -131,12 +140,11 @@ def _attribute_one(wrapper: Normalized, image: torch.Tensor, method: str, target
         else:
             a = GuidedGradCam(wrapper, module).attribute(x, target=t, interpolate_mode="bilinear")
     elif method == "occlusion":
-        win = int(opts.get("window", max(2, h // 8)))
-        stride = int(opts.get("stride", max(1, win // 2)))
+        win, stride = int(opts["window"]), int(opts["stride"])
         a = Occlusion(wrapper).attribute(
             x, sliding_window_shapes=(c, win, win), strides=(c, stride, stride),
-            baselines=_baseline(x, wrapper, opts.get("baseline", "black")), target=t,
-            perturbations_per_eval=int(opts.get("perturbations_per_eval", 64)))
+            baselines=_baseline(x, wrapper, opts["baseline"]), target=t,
+            perturbations_per_eval=int(opts["perturbations_per_eval"]))
     else:
         raise CNNLibError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
     a = a.detach()[0].float()                                                          # (C', H, W)
@@ -165,11 +173,18 @@ def attribute_many(model: nn.Module, xs, method: str, targets=None, scale: str =
     targets = [None] * len(images) if targets is None else list(targets)
     if len(targets) != len(images):
         raise CNNLibError(f"{len(images)} images but {len(targets)} targets")
-    if method in LAYER_METHODS:
-        layer = layer or default_gradcam_layer(model)
-        get_layer(model, layer)
+    defaults = option_defaults(method, images[0].shape if images else [0, 0, 0])
+    unknown = set(opts) - {k for o in METHOD_OPTIONS.values() for k in o}
+    if unknown:          # another method's options are ignored (one dict can serve every method); typos are not
+        raise CNNLibError(f"unknown attribution option {', '.join(sorted(unknown))}; {method}'s options: "
+                          f"{', '.join(defaults) or 'none'}")
+    opts = {**defaults, **{k: v for k, v in opts.items() if v is not None and k in defaults}}
     with torch.inference_mode(False), torch.enable_grad():      # also inside a caller's no_grad / inference_mode
-        wrapper = Normalized(working_copy(model), getattr(model, "meta", None)).eval()
+        net = analysis_copy(model)         # non-inplace activations, one module per call (Guided Backprop)
+        if method in LAYER_METHODS:
+            layer = layer or default_gradcam_layer(model)
+            get_layer(net, layer)
+        wrapper = Normalized(net, getattr(model, "meta", None)).eval()
         results = [_attribute_one(wrapper, im, method, t, layer, opts) for im, t in zip(images, targets)]
     vmax = [_vmax(r["magnitude"], clip_percentile) for r in results]
     if scale == "shared":

@@ -30,6 +30,7 @@ import io
 import os
 import pickle
 import tempfile
+import warnings
 import zipfile
 
 import torch
@@ -74,32 +75,117 @@ def save_checkpoint(ckpt: dict, path: str) -> None:
 
 
 def _describe(source) -> str:
-    return source if isinstance(source, (str, os.PathLike)) else "the uploaded file"
+    return str(source) if isinstance(source, (str, os.PathLike)) else "the uploaded file"
 
 
-def safe_torch_load(source):
-    """torch.load with weights_only=True; every failure becomes a CheckpointError.
+# Globals a weights-only file may name: torch's tensor rebuilders and plain containers. Anything else in
+# a pickle (os.system, builtins.eval, a user's class) is code that a full unpickler would import and run.
+_PLAIN_GLOBALS = ("torch.", "collections.OrderedDict", "collections.defaultdict", "_codecs.encode",
+                  "builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.slice", "builtins.complex",
+                  "builtins.int", "builtins.float", "builtins.bool", "builtins.str", "builtins.bytes",
+                  "builtins.list", "builtins.dict", "builtins.tuple", "builtins.range")
+
+
+def _pickle_globals(data: bytes) -> list[str] | None:
+    """The module.name globals a pickle stream references, or None when it is not a readable pickle."""
+    import pickletools
+    found, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+            if op.name == "STOP":
+                break
+    except Exception:  # noqa: BLE001 - not a pickle, or a damaged one
+        return None
+    return found
+
+
+def _diagnose(data: bytes, name: str, error: Exception) -> str:
+    """One true sentence on why torch.load(weights_only=True) refused `data`."""
+    if data[:4] == b"PK\x03\x04":                            # the zip format torch.save writes
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                pkls = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+                if not pkls:
+                    return f"{name} is a zip archive but not a PyTorch file (it has no data.pkl)"
+                data_pkl = z.read(pkls[0])
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, RuntimeError):
+            return f"{name} is truncated or corrupt: its zip archive is incomplete (was the download or copy cut short?)"
+        found = _pickle_globals(data_pkl)
+        if found is None:
+            return f"{name} is corrupt: the PyTorch file's object index cannot be read"
+    elif data[:1] == b"\x80":                                  # a bare pickle (legacy torch.save, or pickle.dump)
+        found = _pickle_globals(data)
+        if found is None:
+            return f"{name} is truncated or corrupt: its pickle stream is damaged"
+        if not [g for g in found if not g.startswith(_PLAIN_GLOBALS)] and not _has_legacy_magic(data):
+            return f"{name} is a plain Python pickle, not a file written by torch.save"
+    else:
+        kind = ("an image" if data[:8] in (b"\x89PNG\r\n\x1a\n",) or data[:3] == b"\xff\xd8\xff" or data[:4] == b"GIF8"
+                else "a text file" if _is_text(data[:4096]) else "not a PyTorch file")
+        return f"{name} is {kind}, not a PyTorch checkpoint or weights file" if kind != "not a PyTorch file" \
+            else f"{name} is not a PyTorch file (it is neither a torch.save zip archive nor a pickle)"
+    code = [g for g in found if not g.startswith(_PLAIN_GLOBALS)]
+    if code:
+        return (f"{name} was refused: it holds Python objects ({', '.join(sorted(set(code))[:3])}) that loading "
+                "would import and run, and CNN Lens only loads tensors and plain data")
+    if isinstance(error, (EOFError, pickle.UnpicklingError)) and "truncated" in str(error).lower():
+        return f"{name} is truncated: it ends before its data does"
+    return f"{name} is corrupt: PyTorch cannot read it ({type(error).__name__})"
+
+
+def _has_legacy_magic(data: bytes) -> bool:
+    """Does the pickle start with the magic number of torch.save's legacy (pre-zip) format?"""
+    import pickletools
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if isinstance(arg, int) and op.name.startswith(("LONG", "BININT", "INT")):
+                return arg == 0x1950A86A20F9469CFC6C
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c >= 32 or c in (9, 10, 13) for c in head)
+
+
+def safe_torch_load(source, what: str = "checkpoint"):
+    """torch.load with weights_only=True; every failure becomes a CheckpointError with one true sentence
+    (empty, truncated, corrupt, not a PyTorch file, holds code). Never suggests turning the safety off.
 
     `source` is a path, bytes, or a binary file object.
     """
     name = _describe(source)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = io.BytesIO(bytes(source))
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
-            raise CheckpointError(f"checkpoint {name} does not exist")
-        if os.path.getsize(source) == 0:
-            raise CheckpointError(f"checkpoint {name} is empty (0 bytes)")
+            raise CheckpointError(f"{what} {name} does not exist")
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise CheckpointError(f"{what} {name} cannot be read ({e.strerror or type(e).__name__})") from None
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        data = source.read()
+    if not data:
+        raise CheckpointError(f"{name} is empty (0 bytes)")
     try:
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise CheckpointError(f"{name} was refused: it holds objects other than tensors and plain data "
-                              f"(loading it could run code). Detail: {first[:200]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError,
-            AttributeError, UnicodeDecodeError, IndexError) as e:
-        raise CheckpointError(f"{name} is not a readable PyTorch checkpoint (truncated, corrupt or "
-                              f"another format): {type(e).__name__}: {str(e)[:200]}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")           # torch's warnings are not for our users
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever torch raises, the user gets one sentence
+        raise CheckpointError(_diagnose(data, name, e)) from None
 
 
 def load_checkpoint(source) -> dict:
@@ -110,9 +196,13 @@ def load_checkpoint(source) -> dict:
         raise CheckpointError(f"{name} holds a {type(ckpt).__name__}, not a CNN Lens checkpoint dict")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
-        hint = (" It looks like a bare state_dict; CNN Lens needs the full checkpoint that "
-                "`python -m cnnlib train` writes." if ckpt and all(isinstance(v, torch.Tensor)
-                                                                   for v in ckpt.values()) else "")
+        weights = ckpt and (all(isinstance(v, torch.Tensor) for v in ckpt.values())
+                            or any(k in ckpt for k in ("state_dict", "model_state_dict", "model", "net")))
+        if weights:
+            raise CheckpointError(f"{name} holds bare weights, not a CNN Lens checkpoint: turn it into one with "
+                                  f"`python -m cnnlib import {name if name != 'the uploaded file' else 'WEIGHTS'} "
+                                  "--model NAME --data PATH --out checkpoints/NAME.pt`")
+        hint = ""
         raise CheckpointError(f"{name} is not a CNN Lens checkpoint: missing {', '.join(missing)}.{hint}")
     version = ckpt["format_version"]
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
@@ -128,26 +218,70 @@ def load_checkpoint(source) -> dict:
         raise CheckpointError(f"{name}: 'classes' must be a non-empty list of names")
     if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)):
         raise CheckpointError(f"{name}: 'input_shape' must be [C, H, W]")
+    pre = ckpt.get("preprocessing")
+    if pre is not None and not (isinstance(pre, dict) and all(isinstance(pre.get(k, 0), int) and pre.get(k, 0) >= 0
+                                                             for k in ("resize", "crop"))):
+        raise CheckpointError(f"{name}: 'preprocessing' must be {{'resize': int, 'crop': int}}")
     if not (isinstance(norm, dict) and len(norm.get("mean", [])) == shape[0] == len(norm.get("std", []))
             and all(float(s) > 0 for s in norm["std"])):
         raise CheckpointError(f"{name}: 'normalization' must hold one mean and one positive std per channel")
     return ckpt
 
 
+def _shape(t) -> str:
+    return "(" + ", ".join(map(str, t.shape)) + ")" if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def check_weights_fit(model: nn.Module, state_dict: dict, label: str) -> None:
+    """Raise CheckpointError naming the first tensor that is missing, extra, of the wrong shape, or
+    not finite (NaN/Inf), before load_state_dict would fail with a page of text."""
+    own = model.state_dict()
+    for key, t in state_dict.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"the weights' entry {key!r} is a {type(t).__name__}, not a tensor")
+    missing = [k for k in own if k not in state_dict]
+    extra = [k for k in state_dict if k not in own]
+    if missing or extra:
+        what = (f"lack {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")) if missing \
+            else f"hold {extra[0]}, which {label} does not have" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+        raise CheckpointError(f"the weights are for another architecture: they {what}")
+    for key, t in own.items():
+        if tuple(state_dict[key].shape) != tuple(t.shape):
+            raise CheckpointError(f"the weights are for another architecture: {key} is {_shape(state_dict[key])} "
+                                  f"in the file but {_shape(t)} in {label}")
+    for key, t in state_dict.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"the weights hold NaN or infinite values (first in {key}), so every "
+                                  "prediction would be meaningless")
+
+
 def build_model(ckpt: dict) -> nn.Module:
-    """The network described by a validated checkpoint, weights loaded, on CPU, in eval mode."""
+    """The network described by a validated checkpoint, weights loaded, on CPU, in eval mode.
+
+    Refuses weights that do not fit the architecture, hold NaN/Inf, or give a number of outputs other
+    than the number of class names."""
     spec = ckpt["model"]
     try:
         model = get_model(spec["name"], **spec.get("kwargs", {}))
     except CNNLibError as e:
         raise CheckpointError(f"the checkpoint names a model this cnnlib cannot build: {e}") from None
+    check_weights_fit(model, ckpt["state_dict"], spec["name"])
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except (RuntimeError, KeyError, TypeError, AttributeError) as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        raise CheckpointError(f"the weights do not fit a {spec['name']} with {spec.get('kwargs', {})}: "
-                              f"{' '.join(lines)[:300]}") from None
-    return model.eval()
+        raise CheckpointError(f"the weights do not fit a {spec['name']}: {(lines or ['?'])[0][:200]}") from None
+    model.eval()
+    try:
+        with torch.inference_mode():
+            k = model(torch.zeros(1, *ckpt["input_shape"])).shape[-1]
+    except Exception as e:  # noqa: BLE001 - a shape the network cannot take
+        raise CheckpointError(f"the {spec['name']} cannot run on its recorded input shape "
+                              f"{list(ckpt['input_shape'])} ({type(e).__name__})") from None
+    if k != len(ckpt["classes"]):
+        raise CheckpointError(f"the checkpoint lists {len(ckpt['classes'])} class names but the network has {k} "
+                              "outputs; the class list must name every output")
+    return model
 
 
 def checkpoint_summary(ckpt: dict) -> dict:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .errors import CNNLibError
-from .interpret import inference_copy, model_device, normalize01
+from .modelops import forward_batches, inference_copy, model_device, norm_stats
 
 MIN_PROB = 1e-7   # floor for probabilities when losses come from stored float16 probabilities (loss <= 16.1)
 
@@ -27,28 +27,24 @@ MIN_PROB = 1e-7   # floor for probabilities when losses come from stored float16
 # -----------------------------------------------------------------------------
 # predictions
 
-def run_split(model: nn.Module, x, y, batch_size: int = 256) -> dict:
-    """x (N, C, H, W) uint8 (or float in [0, 1]), y (N,) -> targets, preds int64 (N,), probs float32 (N, K),
-    losses float32 (N,) (cross-entropy per sample). Batched, inference_mode, on a private eval() copy
-    with BatchNorm folded into the convs (see interpret.inference_copy). Batches of 256 keep activations
-    near cache size: on a 2-core CPU, 1000-image batches ran about 2x slower."""
-    x, y = torch.as_tensor(x), torch.as_tensor(y).long()
-    if x.dim() != 4 or len(x) != len(y) or len(x) == 0:
+def run_split(model: nn.Module, x, y, batch_size: int = 256, progress: str | None = None) -> dict:
+    """x (N, C, H, W) uint8 (or float in [0, 1]; a tensor, array or memmap), y (N,) -> targets, preds int64
+    (N,), probs float32 (N, K), losses float32 (N,) (cross-entropy per sample). Streams batches through
+    modelops.forward_batches on a private eval() copy with BatchNorm folded into the convs, so memory
+    does not grow with N. Batches of 256 keep activations near cache size: on a 2-core CPU, 1000-image
+    batches ran about 2x slower. `progress`: a tqdm label."""
+    y = torch.as_tensor(np.asarray(y)).long()
+    if len(np.shape(x)) != 4 or len(x) != len(y) or len(x) == 0:
         raise CNNLibError(f"run_split needs images (N, C, H, W) and N labels, "
-                          f"got {tuple(x.shape)} and {tuple(y.shape)}")
+                          f"got {tuple(np.shape(x))} and {tuple(y.shape)}")
     net, channels_last = inference_copy(model)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    meta, dev = getattr(model, "meta", None), model_device(net)
+    mean, std = norm_stats(getattr(model, "meta", None), model_device(net))
     probs, losses = [], []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size].to(dev)
-            xb = xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float()
-            xb = normalize01(xb, meta).contiguous(memory_format=fmt)
-            logp = torch.log_softmax(net(xb).float(), dim=1)                              # (B, K)
-            yb = y[i:i + batch_size].to(dev)
-            losses.append(-logp.gather(1, yb[:, None])[:, 0].cpu())
-            probs.append(logp.exp_().cpu())
+    for i, logits in forward_batches(net, x, mean, std, batch_size, channels_last=channels_last, progress=progress):
+        logp = torch.log_softmax(logits, dim=1)                                        # (B, K)
+        yb = y[i:i + len(logits)].to(logp.device)
+        losses.append(-logp.gather(1, yb[:, None])[:, 0].cpu())
+        probs.append(logp.exp_().cpu())
     probs = torch.cat(probs).numpy()
     return {"targets": y.numpy().astype(np.int64), "preds": probs.argmax(1).astype(np.int64),
             "probs": probs, "losses": torch.cat(losses).numpy(), "source": "computed"}
@@ -77,7 +73,7 @@ def stored_predictions(meta: dict | None) -> dict | None:
 
 
 def predictions_for(model: nn.Module, split: str = "test", x=None, y=None, batch_size: int = 256,
-                    recompute: bool = False) -> dict:
+                    recompute: bool = False, progress: str | None = None) -> dict:
     """Stored test predictions when they fit the request (split "test", and no data given or the
     labels match them exactly); otherwise run_split on x, y."""
     stored = None if recompute or split != "test" else stored_predictions(getattr(model, "meta", None))
@@ -90,7 +86,7 @@ def predictions_for(model: nn.Module, split: str = "test", x=None, y=None, batch
         why = "it has no stored test predictions" if split == "test" else f"the {split} split is not stored"
         raise CNNLibError(f"evaluating this checkpoint on the {split} split needs the dataset ({why}); "
                           "pass the images and labels (--data on the command line)")
-    return run_split(model, x, y, batch_size)
+    return run_split(model, x, y, batch_size, progress=progress)
 
 
 # -----------------------------------------------------------------------------
@@ -295,7 +291,8 @@ def evaluate_main(argv=None) -> int:
         if not stored_ok:
             from . import data as data_mod
             x, y = data_mod.load_checkpoint_split(model.meta, split=args.split, data=args.data, root=args.data_root)
-        preds = predictions_for(model, args.split, x, y, batch_size=args.batch_size, recompute=args.recompute)
+        preds = predictions_for(model, args.split, x, y, batch_size=args.batch_size, recompute=args.recompute,
+                                progress=f"evaluating {args.split}" if sys.stderr.isatty() else None)
         report = compute_report(preds["targets"], preds["probs"], model.meta["classes"], preds["losses"],
                                 n_bins=args.bins, preds=preds["preds"])
     except CNNLibError as e:

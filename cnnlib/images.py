@@ -167,7 +167,7 @@ def fit_image(im: Image.Image, input_shape, preprocessing: dict | None = None) -
 def to_uint8_chw(im: Image.Image) -> np.ndarray:
     """PIL image ('L' or 'RGB') -> uint8 array (C, H, W)."""
     a = np.asarray(im, dtype=np.uint8)
-    return np.ascontiguousarray(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    return np.require(a[None] if a.ndim == 2 else a.transpose(2, 0, 1), requirements=["C", "W"])  # own, writable
 
 
 def to_model_input(image, input_shape, preprocessing: dict | None = None) -> torch.Tensor:

@@ -1,118 +1,26 @@
 """Looking inside a CNN: layers, receptive fields, filters, feature maps, embeddings.
 
-    list_layers(model)                      every module that outputs a spatial map: shape, params, receptive field
+    list_layers(model)                      every layer in execution order: shape, params, receptive field
     first_layer_filters(model or weight)    first conv kernels as (N, k, k, C) tiles in [0, 1]
+    filter_history(meta, model)             [(epoch, first-conv weight)] from epoch 0 (initialisation) on
     layer_kernels(model, "conv2")           a deeper conv's kernels (C_out, C_in, k, k) in [0, 1]
     feature_maps(model, x01, ["relu1"])     activations of listed layers for one image, scaled to [0, 1]
     embed(model, x_uint8, y)                penultimate features of a split projected to 2-D by PCA
-    attribute(...), METHODS, overlay(...)   live in attribution.py (also reachable as interpret.attribute)
 
-Thread safety: the dashboard shares one cached model between sessions, so no
-function here puts a hook on it or changes its mode. Each call works on
-`working_copy(model)`: new module objects (own hooks, own train/eval flag)
-that share the original's parameter and buffer tensors, so a copy costs
-microseconds, not a weight copy. The shared model is left exactly as found.
+Nothing here touches the model it is given (the dashboard shares one between sessions): every function
+works on a private copy from cnnlib.modelops (`analysis_copy`: non-inplace activations, one module per
+call, so hooks on torchvision / timm networks mean one place).
 """
 from __future__ import annotations
-
-import copy
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import CNNLibError
-from .inference import normalize
-from .viz import grid  # noqa: F401  (part of this module's API: tiles -> one image)
-
-
-# -----------------------------------------------------------------------------
-# shared plumbing: private copies, hooks, inputs
-
-def working_copy(model: nn.Module) -> nn.Module:
-    """Structural copy in eval() that shares parameters and buffers (and `meta`) with `model`."""
-    memo = {id(t): t for t in model.parameters()}
-    memo.update({id(t): t for t in model.buffers()})
-    if hasattr(model, "meta"):
-        memo[id(model.meta)] = model.meta
-    return copy.deepcopy(model, memo).eval()
-
-
-def inference_copy(model: nn.Module) -> tuple[nn.Module, bool]:
-    """(network, channels_last) for fast batched inference: a full copy with each BatchNorm folded into
-    its conv (torch.fx) in channels_last memory format; the plain working copy if fx cannot trace it."""
-    from torch.fx.experimental.optimization import fuse
-    net = working_copy(model)
-    try:
-        net = fuse(net)           # copies the weights, so the memory-format change below stays private
-    except Exception:  # noqa: BLE001  (any untraceable forward: fall back to the unfused copy)
-        return net, False
-    return net.to(memory_format=torch.channels_last), True
-
-
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        raise CNNLibError(f"{type(model).__name__} has no layer {name!r}") from None
-
-
-@contextmanager
-def capture(model: nn.Module, names, inputs: bool = False):
-    """Forward hooks on the named layers, yielding {name: output (or first input) tensor}.
-
-    The hooks are removed when the block ends, also when it raises.
-    """
-    store, handles = {}, []
-
-    def make(name):   # hooks must return None: a returned value would replace the layer's input / output
-        if inputs:
-            def pre_hook(m, args):
-                store.setdefault(name, args[0])
-            return pre_hook
-
-        def hook(m, args, out):
-            store.setdefault(name, out)
-        return hook
-    try:
-        for name in names:
-            layer = get_layer(model, name)
-            handles.append(layer.register_forward_pre_hook(make(name)) if inputs
-                           else layer.register_forward_hook(make(name)))
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def _input_shape(model: nn.Module, input_shape=None) -> list[int]:
-    shape = input_shape or getattr(model, "meta", {}).get("input_shape")
-    if shape is None:
-        raise CNNLibError("the input shape is unknown: load the model with load_model() or pass input_shape=[C, H, W]")
-    return [int(s) for s in shape]
-
-
-def as_image01(x) -> torch.Tensor:
-    """(C, H, W) or (1, C, H, W) uint8 / float in [0, 1] (tensor or array) -> float32 (C, H, W)."""
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    if x.dim() == 4 and x.shape[0] == 1:
-        x = x[0]
-    if x.dim() != 3:
-        raise CNNLibError(f"expected one image (C, H, W), got shape {tuple(x.shape)}")
-    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-
-
-def normalize01(x: torch.Tensor, meta: dict) -> torch.Tensor:
-    """(B, C, H, W) in [0, 1] -> inference.normalize, with a clear error when the statistics are missing."""
-    if not meta or "normalization" not in meta:
-        raise CNNLibError("the model has no normalization statistics: load it with load_model()")
-    return normalize(x, meta)
+from .models import first_conv, get_model
+from .modelops import (analysis_copy, capture, forward_batches, get_layer, inference_copy, input_shape,
+                       model_device, norm_stats, as_image01, to_input)
 
 
 # -----------------------------------------------------------------------------
@@ -133,44 +41,71 @@ def _kernel_stride(m: nn.Module, inp: torch.Tensor | None, out: torch.Tensor) ->
 
 
 @torch.inference_mode()
-def list_layers(model: nn.Module, input_shape=None) -> list[dict]:
-    """Every module whose output is a spatial map (B, C, h, w), in execution order.
+def list_layers(model: nn.Module, shape=None) -> list[dict]:
+    """Every layer that runs, in execution order, with what it outputs for one image.
 
-    Each row: name, type, output_shape [C, h, w], params (a block counts its children),
-    rf_size and rf_stride: the receptive field of one output unit, in input pixels (it can
-    exceed the image: it counts padding). Exact for chains and residual blocks (a block's
-    output takes its longest path); other branches follow the path executed last.
+    Each row: name, type, output_shape ([C, h, w] for maps, [F] for vectors), spatial (a map?),
+    params (the layer's own parameters: the column sums to the model's total), rf_size and rf_stride:
+    the receptive field of one output unit in input pixels (it can exceed the image: it counts
+    padding), None for vectors. Where branches merge (a residual sum) the field is the largest over
+    the paths (the largest field of an earlier map of the same size). Runs on `analysis_copy`, so a
+    module called twice appears once per call (`relu.call1`, `relu.call2`); a block whose output is
+    its last layer's output is not repeated. Parameters of modules that never run come last.
     """
-    shape = _input_shape(model, input_shape)
-    net = working_copy(model)
+    shape = input_shape(model, shape)
+    net = analysis_copy(model, shape)
     x = torch.zeros(1, *shape, device=model_device(net))
     rf_of = {id(x): (1, 1)}     # tensor id -> (rf size, jump), both in input pixels
-    keep, last, rows = [x], [(1, 1)], []
+    seen_maps = [((shape[1], shape[2]), (1, 1))]
+    keep, rows, counted = [x], [], set()
+
+    def field_of(src: torch.Tensor | None) -> tuple[int, int]:
+        if src is None:
+            return seen_maps[-1][1]
+        if id(src) in rf_of:
+            return rf_of[id(src)]
+        same = [f for hw, f in seen_maps if src.dim() == 4 and hw == tuple(src.shape[-2:])]  # merged branches
+        return max(same) if same else seen_maps[-1][1]
 
     def hook(name, m, args, out):
-        if not isinstance(out, torch.Tensor) or out.dim() != 4 or id(out) in rf_of:
-            return  # not spatial, or a container handing on its child's output
+        if not isinstance(out, torch.Tensor):
+            return
+        own = sum(p.numel() for p in m.parameters(recurse=False)) if id(m) not in counted else 0
+        leaf = next(m.children(), None) is None
+        if id(out) in rf_of and not own and not leaf:
+            return  # a container handing on its child's output
+        counted.add(id(m))
         src = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        if next(m.children(), None) is None:   # leaf: grow the field of its input
-            rf, jump = rf_of.get(id(src), last[0]) if src is not None else last[0]
-            k, s = _kernel_stride(m, src, out)
-            rf, jump = rf + (k - 1) * jump, jump * s
-        else:                                   # block: the field of the last map made inside it
-            rf, jump = last[0]
-        rf_of[id(out)] = last[0] = (rf, jump)
+        rf = None
+        if out.dim() == 4:
+            if leaf:                                # grow the field of its input
+                size, jump = field_of(src)
+                k, s = _kernel_stride(m, src, out)
+                rf = (size + (k - 1) * jump, jump * s)
+            else:                                   # block: its output merges what was made inside it
+                rf = field_of(out)
+            seen_maps.append((tuple(out.shape[-2:]), rf))
+        rf_of[id(out)] = rf or (0, 0)
         keep.append(out)
         rows.append({"name": name, "type": type(m).__name__, "output_shape": list(out.shape[1:]),
-                     "params": sum(p.numel() for p in m.parameters()), "rf_size": int(rf), "rf_stride": int(jump)})
+                     "spatial": out.dim() == 4, "params": own,
+                     "rf_size": None if rf is None else int(rf[0]), "rf_stride": None if rf is None else int(rf[1])})
 
     handles = [m.register_forward_hook(lambda m, a, o, n=n: hook(n, m, a, o))
                for n, m in net.named_modules() if n]
     try:
         net(x)
     except RuntimeError as e:
-        raise CNNLibError(f"{type(model).__name__} cannot run on an input of shape {shape}: {e}") from None
+        raise CNNLibError(f"{type(model).__name__} cannot run on an input of shape {shape}: {str(e)[:200]}") from None
     finally:
         for h in handles:
             h.remove()
+    for name, m in net.named_modules():       # parameters of modules the forward pass never called
+        own = sum(p.numel() for p in m.parameters(recurse=False))
+        if own and id(m) not in counted:
+            counted.add(id(m))
+            rows.append({"name": name or "(model)", "type": type(m).__name__ + " (not run)", "output_shape": [],
+                         "spatial": False, "params": own, "rf_size": None, "rf_stride": None})
     return rows
 
 
@@ -179,9 +114,11 @@ def conv_layer_names(model: nn.Module) -> list[str]:
 
 
 def default_gradcam_layer(model: nn.Module) -> str:
-    """The output of the last conv block: the last listed layer whose map is still larger than 1x1."""
+    """The output of the last conv block: the last layer whose map is still larger than 1x1."""
     try:
-        spatial = [r["name"] for r in list_layers(model) if r["output_shape"][1] * r["output_shape"][2] > 1]
+        spatial = [r["name"] for r in list_layers(model)      # adaptive pools only resample: not a block output
+                   if r["spatial"] and r["output_shape"][1] * r["output_shape"][2] > 1
+                   and not r["type"].startswith("Adaptive")]
     except CNNLibError:
         spatial = []
     if spatial:
@@ -209,7 +146,6 @@ def first_layer_filters(model_or_weight, scale: str = "filter") -> np.ndarray:
     scale="filter": each filter on its own min..max; "shared": one min..max for all.
     """
     if isinstance(model_or_weight, nn.Module):
-        from .models import first_conv
         w = first_conv(model_or_weight)[1].weight
     else:
         w = torch.as_tensor(model_or_weight)
@@ -220,6 +156,41 @@ def first_layer_filters(model_or_weight, scale: str = "filter") -> np.ndarray:
     if scale not in ("filter", "shared"):
         raise CNNLibError(f"scale must be 'filter' or 'shared', not {scale!r}")
     return _minmax(tiles, (1, 2, 3) if scale == "filter" else None)
+
+
+def initial_first_layer(meta: dict) -> torch.Tensor | None:
+    """The first conv's kernels before the first training step (C_out, C_in, k, k), or None.
+
+    Checkpoints written since format 2 store them (`initial_first_layer`); for older ones trained by
+    `cnnlib train` they are re-created exactly: training seeds torch with config["seed"] and then builds
+    the model, so building it again after the same seed gives the same random initialisation.
+    """
+    if meta.get("initial_first_layer") is not None:
+        return torch.as_tensor(meta["initial_first_layer"])
+    cfg, spec = meta.get("config") or {}, meta.get("model") or {}
+    if "seed" not in cfg or not meta.get("history") or not spec.get("name"):
+        return None
+    rng = torch.get_rng_state()
+    try:
+        torch.manual_seed(int(cfg["seed"]))
+        return first_conv(get_model(spec["name"], **spec.get("kwargs", {})))[1].weight.detach().clone()
+    except CNNLibError:
+        return None
+    finally:
+        torch.set_rng_state(rng)
+
+
+def filter_history(meta: dict, model: nn.Module | None = None) -> list[tuple[int, torch.Tensor]]:
+    """[(epoch, first-conv weight (C_out, C_in, k, k))] for the initialisation (epoch 0) and every epoch
+    the history recorded; [] when there is no history (imported models)."""
+    rows = [(int(r["epoch"]), torch.as_tensor(r["first_layer"])) for r in meta.get("history") or []
+            if r.get("first_layer") is not None]
+    if not rows:
+        return []
+    init = initial_first_layer(meta)
+    if init is not None and tuple(init.shape) == tuple(rows[0][1].shape):
+        rows.insert(0, (0, init.to(rows[0][1].dtype)))
+    return rows
 
 
 def layer_kernels(model: nn.Module, layer_name: str, scale: str = "filter") -> np.ndarray:
@@ -252,8 +223,9 @@ def feature_maps(model: nn.Module, x01, layer_names=None, scale: str = "channel"
     if layer_names is None:
         layer_names = [r["name"] for r in list_layers(model)]
     names = [layer_names] if isinstance(layer_names, str) else list(layer_names)
-    net = working_copy(model)
-    x = normalize01(as_image01(x01).unsqueeze(0).to(model_device(net)), getattr(model, "meta", None))
+    net = analysis_copy(model)
+    mean, std = norm_stats(getattr(model, "meta", None), model_device(net))
+    x = to_input(as_image01(x01).unsqueeze(0), mean, std)
     with torch.inference_mode(), capture(net, names) as store:
         net(x)
     out = {}
@@ -307,23 +279,17 @@ def embed(model: nn.Module, x_uint8, y=None, batch_size: int = 256, method: str 
     """
     if method != "pca":
         raise CNNLibError(f"unknown embedding method {method!r}; only 'pca' is available")
-    x = torch.as_tensor(x_uint8)
-    if x.dim() != 4 or len(x) < 2:
-        raise CNNLibError(f"embed needs a batch of at least 2 images (N, C, H, W), got shape {tuple(x.shape)}")
-    meta = getattr(model, "meta", None)
-    net, fmt = inference_copy(model) if layer is None else (working_copy(model), False)
-    fmt = torch.channels_last if fmt else torch.contiguous_format
-    dev = model_device(net)
+    x = x_uint8                # tensor, array or memmap: forward_batches reads one batch at a time
+    if len(np.shape(x)) != 4 or len(x) < 2:
+        raise CNNLibError(f"embed needs a batch of at least 2 images (N, C, H, W), got shape {tuple(np.shape(x))}")
+    mean, std = norm_stats(getattr(model, "meta", None), model_device(model))
+    net, channels_last = inference_copy(model) if layer is None else (analysis_copy(model), False)
     name = layer or penultimate_layer(net)
-    take_input = layer is None
     feats, preds = [], []
-    with torch.inference_mode(), capture(net, [name], inputs=take_input) as store:
-        for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size].to(dev)
-            xb = xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb.float()
-            store.clear()
-            preds.append(net(normalize01(xb, meta).contiguous(memory_format=fmt)).argmax(1).cpu())
-            feats.append(store[name].flatten(1).float().cpu())          # (B, D)
+    with capture(net, [name], inputs=layer is None) as store:
+        for _, logits in forward_batches(net, x, mean, std, batch_size, channels_last=channels_last):
+            preds.append(logits.argmax(1).cpu())
+            feats.append(store.pop(name).flatten(1).float().cpu())          # (B, D)
     feats = torch.cat(feats)
     xy, ratio = pca_2d(feats)
     preds = torch.cat(preds).numpy().astype(np.int64)
@@ -332,13 +298,3 @@ def embed(model: nn.Module, x_uint8, y=None, batch_size: int = 256, method: str 
             "correct": None if labels is None else preds == labels,
             "explained_variance": ratio, "layer": name, "dim": int(feats.shape[1])}
 
-
-# attribution.py imports this module, so its names are re-exported lazily (PEP 562).
-_ATTRIBUTION_NAMES = ("METHODS", "METHOD_LABELS", "attribute", "attribute_many", "overlay", "colormap")
-
-
-def __getattr__(name):
-    if name in _ATTRIBUTION_NAMES:
-        from . import attribution
-        return getattr(attribution, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,14 +48,33 @@ _INPLACE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CEL
                         nn.Hardsigmoid, nn.Hardtanh, nn.Mish, nn.RReLU, nn.Threshold, nn.Dropout, nn.Dropout2d)
 
 
-def analysis_copy(model: nn.Module) -> nn.Module:
+class PerCall(nn.Module):
+    """A parameter-free module that the forward pass calls n times, as n private copies `call1..calln`
+    used in turn (the count restarts with every forward pass of the whole network). A hook on
+    `layer1.0.relu.call2` then means exactly one place in the network, as Captum's Guided Backprop and
+    cnnlib's feature maps need; a hook on `layer1.0.relu` itself still sees every call."""
+
+    def __init__(self, module: nn.Module, n: int):
+        super().__init__()
+        for i in range(n):
+            self.add_module(f"call{i + 1}", copy.deepcopy(module))
+        self.n, self.count = n, 0
+
+    def forward(self, *args, **kwargs):
+        module = getattr(self, f"call{min(self.count, self.n - 1) + 1}")
+        self.count += 1
+        return module(*args, **kwargs)
+
+
+def analysis_copy(model: nn.Module, shape=None) -> nn.Module:
     """A working copy that hooks and Captum can trust, for any architecture.
 
     * every activation (and dropout) with `inplace=True` becomes non-inplace: an in-place ReLU overwrites
       the tensor a forward hook captured and breaks backward hooks;
     * a parameter-free module object called more than once per forward pass (torchvision's ResNet blocks
-      call `self.relu` twice) is given one private copy per call site, so a hook on a name means one place.
-      This rewrite needs torch.fx; a model fx cannot trace keeps its shared modules (outputs unchanged).
+      call `self.relu` twice) becomes a `PerCall` with one private copy per call. The calls are counted
+      in one forward pass of a zero image of `shape` (default: the checkpoint's input_shape; unknown
+      shape: no split).
 
     The copy shares parameters and buffers with `model`; its outputs equal the original's.
     """
@@ -63,40 +82,37 @@ def analysis_copy(model: nn.Module) -> nn.Module:
     for m in net.modules():
         if isinstance(m, _INPLACE_ACTIVATIONS) and getattr(m, "inplace", False):
             m.inplace = False
-    return _split_reused_modules(net)
+    shape = shape or (getattr(model, "meta", None) or {}).get("input_shape")
+    if shape is not None:
+        _split_reused_modules(net, [int(s) for s in shape])
+    return net
 
 
-def _split_reused_modules(net: nn.Module) -> nn.Module:
-    """Give each call of a reused parameter-free module its own instance (torch.fx graph rewrite)."""
-    counts: dict[str, int] = {}
+def _split_reused_modules(net: nn.Module, shape: list[int]) -> None:
+    calls: dict[str, int] = {}
+    handles = [m.register_forward_pre_hook(lambda m, a, n=name: calls.__setitem__(n, calls.get(n, 0) + 1))
+               for name, m in net.named_modules() if name and next(m.children(), None) is None]
     try:
-        import torch.fx as fx
-        graph_module = fx.symbolic_trace(net)
-    except Exception:  # noqa: BLE001 - untraceable control flow: keep the model as it is
-        return net
-    for node in graph_module.graph.nodes:
-        if node.op == "call_module":
-            counts[node.target] = counts.get(node.target, 0) + 1
-    reused = {t for t, c in counts.items() if c > 1
-              and next(net.get_submodule(t).parameters(), None) is None
-              and next(net.get_submodule(t).buffers(), None) is None}
-    if not reused:
-        return net
-    seen: dict[str, int] = {}
-    for node in graph_module.graph.nodes:
-        if node.op == "call_module" and node.target in reused:
-            i = seen[node.target] = seen.get(node.target, 0) + 1
-            if i == 1:
-                continue
-            parent_name, _, leaf = node.target.rpartition(".")
-            parent = graph_module.get_submodule(parent_name) if parent_name else graph_module
-            new_leaf = f"{leaf}_{i}"
-            parent.add_module(new_leaf, copy.deepcopy(graph_module.get_submodule(node.target)))
-            node.target = f"{parent_name}.{new_leaf}" if parent_name else new_leaf
-    graph_module.recompile()
-    if hasattr(net, "meta"):
-        graph_module.meta = net.meta
-    return graph_module.eval()
+        with torch.no_grad():
+            net(torch.zeros(1, *shape, device=model_device(net)))
+    except Exception:  # noqa: BLE001 - a model that cannot run on this shape keeps its shared modules
+        return
+    finally:
+        for h in handles:
+            h.remove()
+    wrappers = []
+    for name, n in calls.items():
+        m = net.get_submodule(name)
+        if n > 1 and next(m.parameters(), None) is None and next(m.buffers(), None) is None:
+            parent_name, _, leaf = name.rpartition(".")
+            wrapper = PerCall(m, n)
+            setattr(net.get_submodule(parent_name) if parent_name else net, leaf, wrapper)
+            wrappers.append(wrapper)
+    if wrappers:
+        def restart(module, args):
+            for w in wrappers:
+                w.count = 0
+        net.register_forward_pre_hook(restart)
 
 
 def inference_copy(model: nn.Module) -> tuple[nn.Module, bool]:
@@ -189,7 +205,7 @@ def norm_stats(meta: dict | None, device=None, dtype=torch.float32) -> tuple[tor
 def to_input(x, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """Images (B, C, H, W), uint8 or float in [0, 1] (tensor, array or memmap) -> normalized float32 on
     mean's device. The only place where pixels become the network's input."""
-    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))   # a private, writable batch
     x = x.to(mean.device, non_blocking=True)
     x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
     x = (x - mean) / std

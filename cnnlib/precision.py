@@ -7,7 +7,6 @@ simple_cnn about twice as fast as fp32.
 """
 from __future__ import annotations
 
-import contextlib
 import re
 
 import torch
@@ -37,10 +36,6 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device):
     if cfg.precision == "bf16" or cpu_has_native_bf16():
         return torch.bfloat16
     return None
-
-
-def autocast(device: torch.device, dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def describe_device(device: torch.device, dtype) -> str:

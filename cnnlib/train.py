@@ -30,7 +30,8 @@ from .config import RECIPES, TrainConfig, make_config
 from .errors import CNNLibError, TrainingError
 from .inference import resolve_device
 from .models import first_conv, get_model, list_models
-from .precision import autocast, autocast_dtype, describe_device
+from .modelops import autocast, forward_batches, to_input
+from .precision import autocast_dtype, describe_device
 
 
 # ----------------------------------------------------------------------------- command line
@@ -68,12 +69,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------- one epoch, evaluation
-
-def to_input(xb: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> normalized float (B, C, H, W)."""
-    x = (xb.float().div_(255.0) - mean) / std
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
 
 def train_one_epoch(model, optimizer, scheduler, x_train, y_train, cfg: TrainConfig, ctx: dict, epoch: int) -> dict:
     """One pass over the (sharded) training split. Returns mean loss/accuracy and seconds."""
@@ -125,18 +120,14 @@ def train_one_epoch(model, optimizer, scheduler, x_train, y_train, cfg: TrainCon
     return {"loss": loss_sum / seen_n, "acc": correct_n / seen_n, "seconds": time.perf_counter() - t0}
 
 
-@torch.inference_mode()
-def evaluate(model, x, y, mean, std, device, dtype=None, batch_size: int = 1000, channels_last: bool = False) -> dict:
+def evaluate(model, x, y, mean, std, batch_size: int, dtype=None, channels_last: bool = False) -> dict:
     """Loss, accuracy and probabilities (float32 (N, K)) of `model` on uint8 images x (N, C, H, W)."""
     was_training = model.training
     model.eval()
     probs, loss_sum = [], 0.0
-    for i in range(0, len(x), batch_size):
-        xb = to_input(x[i:i + batch_size].to(device), mean, std, channels_last)
-        yb = y[i:i + batch_size].to(device)
-        with autocast(device, dtype):
-            logits = model(xb).float()
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+    y = y.to(mean.device)
+    for i, logits in forward_batches(model, x, mean, std, batch_size, dtype, channels_last):
+        loss_sum += F.cross_entropy(logits, y[i:i + len(logits)], reduction="sum").item()
         probs.append(torch.softmax(logits, 1).cpu())
     model.train(was_training)
     probs = torch.cat(probs) if probs else torch.zeros(0)
@@ -206,8 +197,9 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t_start = time.perf_counter()
-    splits = data_mod.load_dataset(cfg.data, cfg.data_root or None, cfg.val_size, cfg.split_seed,
-                                   cfg.download, cfg.test_fraction, cfg.image_size)
+    splits = data_mod.load_dataset(cfg.data, cfg.data_root or None, val_size=cfg.val_size, split_seed=cfg.split_seed,
+                                   download=cfg.download, test_fraction=cfg.test_fraction,
+                                   image_size=cfg.image_size, resize=cfg.resize)
     x_train, y_train = (t.to(device) for t in splits["train"])
     mean_l, std_l = data_mod.channel_stats(splits["train"][0])
     mean = torch.tensor(mean_l, device=device).view(1, -1, 1, 1)
@@ -217,7 +209,12 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
 
     torch.manual_seed(cfg.seed)
     kwargs = model_kwargs(cfg, splits)
-    model = get_model(cfg.model, **kwargs).to(device)
+    model = get_model(cfg.model, **kwargs)                    # seeded: interpret.initial_first_layer relies on it
+    if cfg.weights:
+        from .weights import load_weights_into
+        load_weights_into(model, cfg.weights, f"--weights {cfg.weights}")
+    initial_filters = first_conv(model)[1].weight.detach().float().to(torch.float16).clone()  # epoch 0
+    model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil((len(x_train) - len(x_train) % world) // world / cfg.batch_size)
@@ -257,8 +254,11 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
         "classes": splits["classes"],
         "input_shape": list(splits["train"][0].shape[1:]),
         "normalization": {"mean": mean_l, "std": std_l},
+        **({"preprocessing": {"resize": cfg.resize or cfg.image_size, "crop": cfg.image_size}}
+           if cfg.image_size and splits["name"] not in data_mod.NAMED else {}),
         "data": {"name": splits["name"], "path": splits["path"], "split_seed": cfg.split_seed, "sizes": splits["sizes"]},
         "config": cfg.to_dict(),
+        **({"initial_first_layer": initial_filters} if cfg.record_filters else {}),
         "device": describe_device(device, dtype) + (f" x{world} (DDP)" if world > 1 else ""),
     }
     x_val, y_val = splits["val"]
@@ -273,7 +273,7 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
             raise TrainingError(f"epoch {epoch}: the training loss became {stats['loss']} (not finite); stopping. "
                                 f"The last good checkpoint ({cfg.out}, epoch {best_epoch or 'none yet'}) is untouched. "
                                 f"Try a lower --lr (now {cfg.lr}) or --grad-clip 1.0.")
-        val = evaluate(model, x_val, y_val, mean, std, device, dtype, cfg.eval_batch_size, channels_last)
+        val = evaluate(model, x_val, y_val, mean, std, cfg.eval_batch_size, dtype, channels_last)
         row = {"epoch": epoch, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
                "val_acc": val["acc"], "lr": optimizer.param_groups[0]["lr"],
                "seconds": time.perf_counter() - t_epoch}
@@ -309,7 +309,7 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
     model.load_state_dict(best["state_dict"])
     x_test, y_test = splits["test"]
     # fp32 here, so anyone re-evaluating the stored weights (cnnlib.evaluate, the CI check) gets the same numbers
-    test = evaluate(model, x_test, y_test, mean, std, device, None, cfg.eval_batch_size, channels_last)
+    test = evaluate(model, x_test, y_test, mean, std, cfg.eval_batch_size, None, channels_last)
     best["history"] = history
     best["metrics"] = {"val_acc": best_acc, "test_acc": test["acc"], "test_loss": test["loss"],
                        "train_seconds": train_seconds}

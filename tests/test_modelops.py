@@ -1,0 +1,141 @@
+"""cnnlib.modelops, the one path from image to logits: copies that leave the model alone, the converted
+analysis copy for foreign architectures (same outputs, one module per call, non-inplace), one batched
+forward loop for tensors, arrays and memory-mapped files, and no import circle in cnnlib."""
+import ast
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from cnnlib import attribution, interpret, modelops
+from cnnlib.errors import CNNLibError
+from modeltools import assert_unchanged, images, make_model, normalized, snapshot
+
+pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
+CNNLIB = pathlib.Path(__file__).resolve().parent.parent / "cnnlib"
+TORCHVISION_FAMILIES = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "vgg11_bn", "densenet121",
+                        "convnext_tiny"]
+
+
+def foreign(name: str, size: int = 64, classes: int = 5):
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=classes).eval()
+    model.meta = {"input_shape": [3, size, size], "classes": [f"c{i}" for i in range(classes)],
+                  "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    return model
+
+
+def test_no_import_circle_and_no_reexports():
+    graph = {}
+    for f in CNNLIB.glob("*.py"):
+        tree = ast.parse(f.read_text())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {node.module} if node.module else {a.name for a in node.names}
+        graph[f.stem] = {d.split(".")[0] for d in deps}
+        assert "__getattr__" not in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, f.name
+
+    def cycle_from(start, node, seen):
+        for nxt in graph.get(node, ()):
+            if nxt == start:
+                return True
+            if nxt not in seen:
+                seen.add(nxt)
+                if cycle_from(start, nxt, seen):
+                    return True
+        return False
+    circles = [m for m in graph if m != "__init__" and cycle_from(m, m, set())]
+    assert not circles, circles
+
+
+def test_to_input_and_probabilities_are_the_one_path():
+    model = make_model()
+    x = images(5)
+    mean, std = modelops.norm_stats(model.meta)
+    ref = normalized(x.float() / 255, model.meta)
+    torch.testing.assert_close(modelops.to_input(x, mean, std), ref)                 # uint8
+    torch.testing.assert_close(modelops.to_input(x.float() / 255, mean, std), ref)   # [0, 1] floats
+    torch.testing.assert_close(modelops.to_input(x.numpy(), mean, std), ref)         # numpy
+    with torch.no_grad():
+        expected = torch.softmax(model(ref), 1).numpy()
+    np.testing.assert_allclose(modelops.probabilities(model, x.float() / 255), expected, atol=1e-6)
+    np.testing.assert_allclose(modelops.probabilities(model, x[0]), expected[:1], atol=1e-6)
+    with pytest.raises(CNNLibError):
+        modelops.norm_stats({})
+
+
+def test_forward_batches_streams_a_memmap(tmp_path):
+    model = make_model()
+    x = images(70)
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=tuple(x.shape))
+    mm[:] = x.numpy()
+    mm.flush()
+    ro = np.load(tmp_path / "x.npy", mmap_mode="r")
+    mean, std = modelops.norm_stats(model.meta)
+    starts, outs = [], []
+    for i, logits in modelops.forward_batches(model, ro, mean, std, batch_size=32):
+        starts.append(i)
+        outs.append(logits)
+    assert starts == [0, 32, 64]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.cat(outs), model(normalized(x.float() / 255, model.meta)))
+
+
+def test_working_copy_shares_weights_and_leaves_the_model_alone():
+    model = make_model()
+    snap = snapshot(model)
+    copy = modelops.working_copy(model)
+    assert copy.conv1.weight is model.conv1.weight and copy.meta is model.meta and copy is not model
+    copy.train()
+    copy.fc1.register_forward_hook(lambda *a: None)
+    assert_unchanged(model, snap)
+
+
+@pytest.mark.parametrize("name", TORCHVISION_FAMILIES)
+def test_analysis_copy_of_torchvision_models(name):
+    model = foreign(name)
+    snap = snapshot(model)
+    net = modelops.analysis_copy(model)
+    assert_unchanged(model, snap)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x), rtol=0, atol=0)          # the converted copy: same outputs
+    assert not any(getattr(m, "inplace", False) for m in net.modules())
+    calls = {}
+    hooks = [m.register_forward_hook(lambda m, a, o, n=n: calls.__setitem__(n, calls.get(n, 0) + 1))
+             for n, m in net.named_modules() if n and next(m.children(), None) is None]
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    assert set(calls.values()) == {1}, {n: c for n, c in calls.items() if c != 1}   # one module per use
+    rows = interpret.list_layers(model)
+    assert sum(r["params"] for r in rows) == sum(p.numel() for p in model.parameters())
+    layer = interpret.default_gradcam_layer(model)
+    row = next(r for r in rows if r["name"] == layer)
+    assert row["spatial"] and row["output_shape"][1] >= 2 and not row["type"].startswith("Adaptive")
+    assert isinstance(net.get_submodule(interpret.penultimate_layer(model)), nn.Linear)
+    assert interpret.first_layer_filters(model).shape[-1] == 3
+
+
+def test_resnet_relu_called_twice_gets_one_copy_per_call_and_guided_backprop_matches():
+    model = foreign("resnet18")
+    net = modelops.analysis_copy(model)
+    relu = net.layer1[0].relu
+    assert isinstance(relu, modelops.PerCall) and relu.n == 2
+    names = [r["name"] for r in interpret.list_layers(model)]
+    assert "layer1.0.relu.call1" in names and "layer1.0.relu.call2" in names
+    fm = interpret.feature_maps(model, torch.rand(3, 64, 64), ["layer1.0.relu.call1", "layer1.0.relu.call2"])
+    assert fm["layer1.0.relu.call1"]["raw"].shape == (64, 16, 16)
+    assert not np.array_equal(fm["layer1.0.relu.call1"]["raw"], fm["layer1.0.relu.call2"]["raw"])
+    # Guided Backprop: the copy's ReLU hooks act once per call; the result does not depend on how often
+    # a caller ran the network before (the per-call counter restarts with every forward pass)
+    x = torch.rand(3, 64, 64)
+    a = attribution.attribute(model, x, "guided_backprop")["attribution"]
+    b = attribution.attribute(model, x, "guided_backprop")["attribution"]
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a).sum() > 0
