@@ -269,6 +269,28 @@ def pca_2d(feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return xy.float().numpy(), np.array(ratio, np.float32)
 
 
+def penultimate_features(model: nn.Module, x, batch_size: int = 256, layer: str | None = None,
+                         progress: str | None = None) -> dict:
+    """The features the classifier reads, for images x (N, C, H, W) (uint8 or [0, 1]; tensor, array or
+    memmap, streamed in batches): {"features": float32 (N, D), "preds": int64 (N,), "logits": float32 (N, K),
+    "layer": name}. Default: the input of the last nn.Linear; `layer`: that layer's output, flattened."""
+    if len(np.shape(x)) != 4:
+        raise CNNLibError(f"expected images (N, C, H, W), got shape {tuple(np.shape(x))}")
+    mean, std = norm_stats(getattr(model, "meta", None), model_device(model))
+    net, channels_last = inference_copy(model) if layer is None else (analysis_copy(model), False)
+    name = layer or penultimate_layer(net)
+    feats, logits_all = [], []
+    with capture(net, [name], inputs=layer is None) as store:
+        for _, logits in forward_batches(net, x, mean, std, batch_size, channels_last=channels_last,
+                                         progress=progress):
+            logits_all.append(logits.cpu())
+            feats.append(store.pop(name).flatten(1).float().cpu())          # (B, D)
+    logits = torch.cat(logits_all) if logits_all else torch.zeros(0)
+    return {"features": torch.cat(feats).numpy() if feats else np.zeros((0, 0), np.float32),
+            "preds": logits.argmax(1).numpy().astype(np.int64) if len(logits) else np.zeros(0, np.int64),
+            "logits": logits.numpy(), "layer": name}
+
+
 def embed(model: nn.Module, x_uint8, y=None, batch_size: int = 256, method: str = "pca",
           layer: str | None = None) -> dict:
     """Penultimate features of a split (x (N, C, H, W) uint8 or [0, 1] floats) projected to 2-D.
@@ -279,20 +301,12 @@ def embed(model: nn.Module, x_uint8, y=None, batch_size: int = 256, method: str 
     """
     if method != "pca":
         raise CNNLibError(f"unknown embedding method {method!r}; only 'pca' is available")
-    x = x_uint8                # tensor, array or memmap: forward_batches reads one batch at a time
-    if len(np.shape(x)) != 4 or len(x) < 2:
-        raise CNNLibError(f"embed needs a batch of at least 2 images (N, C, H, W), got shape {tuple(np.shape(x))}")
-    mean, std = norm_stats(getattr(model, "meta", None), model_device(model))
-    net, channels_last = inference_copy(model) if layer is None else (analysis_copy(model), False)
-    name = layer or penultimate_layer(net)
-    feats, preds = [], []
-    with capture(net, [name], inputs=layer is None) as store:
-        for _, logits in forward_batches(net, x, mean, std, batch_size, channels_last=channels_last):
-            preds.append(logits.argmax(1).cpu())
-            feats.append(store.pop(name).flatten(1).float().cpu())          # (B, D)
-    feats = torch.cat(feats)
+    if len(np.shape(x_uint8)) != 4 or len(x_uint8) < 2:
+        raise CNNLibError(f"embed needs a batch of at least 2 images (N, C, H, W), got shape {tuple(np.shape(x_uint8))}")
+    out = penultimate_features(model, x_uint8, batch_size, layer)
+    feats, name = torch.from_numpy(out["features"]), out["layer"]
     xy, ratio = pca_2d(feats)
-    preds = torch.cat(preds).numpy().astype(np.int64)
+    preds = out["preds"]
     labels = None if y is None else torch.as_tensor(y).cpu().numpy().astype(np.int64)
     return {"xy": xy, "labels": labels, "preds": preds,
             "correct": None if labels is None else preds == labels,

@@ -269,8 +269,7 @@ def forward_batches(net: nn.Module, x, mean: torch.Tensor, std: torch.Tensor, ba
 def probabilities(model: nn.Module, x01) -> np.ndarray:
     """Softmax class probabilities float32 (B, K) of images (B, C, H, W) or one (C, H, W) in [0, 1]
     (uint8 accepted). No hooks and no mode change, so it is safe on a shared eval() model."""
-    x = torch.as_tensor(np.asarray(x01) if not isinstance(x01, torch.Tensor) else x01)
-    x = x[None] if x.dim() == 3 else x
+    x = x01[None] if len(np.shape(x01)) == 3 else x01          # one image -> a batch of one
     mean, std = norm_stats(getattr(model, "meta", None), model_device(model))
     if model.training:
         raise CNNLibError("the model must be in eval() mode (load_model returns it so)")

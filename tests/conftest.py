@@ -165,7 +165,7 @@ def lens_checkpoints(tiny_ckpt, tmp_path_factory):
         if 0.3 <= acc <= 0.85:
             break
     wrong = {**ckpt, "state_dict": sd, "metrics": {**ckpt["metrics"], "test_acc": acc},
-             "test_predictions": {"targets": y.to(torch.int16), "preds": torch.from_numpy(out["preds"]).to(torch.int16),
+             "test_predictions": {"targets": torch.from_numpy(np.asarray(y)).to(torch.int16), "preds": torch.from_numpy(out["preds"]).to(torch.int16),
                                   "probs": torch.from_numpy(out["probs"]).to(torch.float16)}}
     save_checkpoint(wrong, str(folder / "wrong.pt"))
     stamp = os.path.getmtime(folder / "tiny.pt") + 60
