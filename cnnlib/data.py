@@ -1,70 +1,184 @@
-"""Datasets as whole uint8 tensors, decoded once, cached on disk, augmented in batches.
+"""Datasets as uint8 arrays: decoded once per split, memory-mapped from a disk cache, augmented in batches.
 
-    splits = load_dataset("cifar10")          # or "mnist", "fashion-mnist", or an ImageFolder path
-    splits["train"] -> (x uint8 (N, C, H, W), y int64 (N,));  also "val", "test", "classes", ...
+    splits = load_dataset("cifar10")           # or "mnist", "fashion-mnist", or an ImageFolder path
+    splits["train"] -> (x uint8 (N, C, H, W), y int64 (N,)) torch tensors; also "val", "test", "classes", ...
+    x, y = load_checkpoint_split(meta, "test")  # numpy, for a checkpoint: decodes only that split, never downloads
 
-Each split is one uint8 tensor. The decoded arrays are cached under
-`<data_root>/cnnlib-cache/` so a second run starts in well under 2 s.
-Augmentation (random crop with zero padding + horizontal flip, as the
-original tutorial) runs on whole batches as tensor ops on the training
-device (`augment_batch`). Normalization statistics come from the training
-split (`channel_stats`) and travel in the checkpoint.
+Every optional argument defaults to None, meaning TrainConfig's default (config.py is the only place a
+default lives). ImageFolder trees are `train/<class>/*` (+ optional `test/<class>/*`; without it a test
+split is carved from train/) or `<class>/*` directly inside (all of it is the test split). Their images
+come at any size: each is decoded with cnnlib.images and fitted the torchvision way (`preprocessing_for`).
+Decoded splits live in `<data root>/cnnlib-cache/` as memory-mapped files (cnnlib/datacache.py), so memory
+stays flat however large the set. Augmentation runs on whole batches as tensor ops (`augment_batch`);
+normalization statistics come from the training split (`channel_stats`) and travel in the checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .config import DATA_ROOT_ENV, DEFAULT_DATA_ROOT, TrainConfig
+from .datacache import CACHE_VERSION, cached_split, first_file, folder_layout, preprocessing_for, read_split
+from .datacache import classes_of as _classes
+from .datacache import decode_files as _decode
+from .datacache import first_shape as _first_shape
+from .datacache import scan as _scan
 from .errors import DatasetError
+from .images import IMAGE_EXTENSIONS
 
-NAMED = {"cifar10": "CIFAR10", "mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
-CACHE_VERSION = 1  # bump when the cached tensor layout changes
-DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # `apt-get install dataset-fashion-mnist`
+__all__ = ["IMAGE_EXTENSIONS", "NAMED", "OFFLINE_CIFAR_ARCHIVE", "DataMismatch", "DataSpec", "augment_batch",
+           "channel_stats", "checkpoint_data_spec", "load_checkpoint_split", "load_dataset", "missing_data_help",
+           "missing_dataset_message", "preprocessing_for", "resolve_path", "resolve_root"]
+
+NAMED = {"cifar10": "CIFAR10", "mnist": "MNIST", "fashion-mnist": "FashionMNIST"}  # --data name -> torchvision
+TITLES = {"cifar10": "CIFAR-10", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+SPLITS = ("train", "val", "test")
+OFFLINE_CIFAR_ARCHIVE = "../shared/datasets/cifar10-jpeg.tar.gz"  # offline CIFAR-10 JPEGs, relative to the repo root
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"        # `apt-get install dataset-fashion-mnist`
+FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def resolve_root(root: str | None) -> str:
-    return os.path.expanduser(root or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT)
+def resolve_root(root: str | None = None) -> str:
+    """The data root: `root`, else TrainConfig's data_root, else $CNNLIB_DATA_ROOT, else ~/.cache/cnnlib."""
+    return os.path.abspath(os.path.expanduser(root or TrainConfig().data_root or os.environ.get(DATA_ROOT_ENV)
+                                              or DEFAULT_DATA_ROOT))
+
+
+def resolve_path(path: str) -> str:
+    """A user's or a checkpoint's folder -> absolute: relative to the working directory when it exists
+    there, else to the repository root (checkpoints store paths such as .cache/cifar10-jpeg)."""
+    p = os.path.expanduser(str(path).strip())
+    if os.path.isabs(p) or os.path.exists(p):
+        return os.path.abspath(p)
+    return os.path.join(REPO_ROOT, p)
+
+
+def offline_cifar_archive() -> str | None:
+    """Absolute path of OFFLINE_CIFAR_ARCHIVE when that file exists on this machine, else None."""
+    path = OFFLINE_CIFAR_ARCHIVE if os.path.isabs(OFFLINE_CIFAR_ARCHIVE) else os.path.join(REPO_ROOT, OFFLINE_CIFAR_ARCHIVE)
+    return os.path.normpath(path) if os.path.isfile(path) else None
+
+
+# ----------------------------------------------------------------------------- messages
+
+def _recipe(name: str, dashboard: bool = False) -> str:
+    """Ways to get a named dataset, as one clause (no full stop)."""
+    get = f"`python -m cnnlib train --data {name}`" if dashboard else f"`--data {name}`"
+    ways = [f"with network access, {get} downloads it into the data root"]
+    if name == "fashion-mnist" and not os.path.isdir(DEBIAN_FASHION_MNIST):
+        ways.append("offline, `apt-get install dataset-fashion-mnist` installs it and cnnlib unpacks it by itself")
+    archive = offline_cifar_archive() if name == "cifar10" else None
+    if archive:
+        use = "type .cache/cifar10-jpeg into Data folder" if dashboard else "use `--data .cache/cifar10-jpeg`"
+        ways.append(f"offline, unpack the JPEG copy with `mkdir -p .cache/cifar10-jpeg && tar -xzf {archive} "
+                    f"-C .cache/cifar10-jpeg` and {use}")
+    return "; ".join(ways)
 
 
 def missing_dataset_message(name: str, root: str, reason: str) -> str:
-    return (f"The {name} dataset is not available in {root} and could not be downloaded ({reason}). "
-            f"Options: (1) run once with network access so torchvision can download it into the data root; "
-            f"(2) pass --data PATH with an ImageFolder tree (train/<class>/*, optional test/<class>/*), "
-            f"for example the offline copy: tar -xzf ../shared/datasets/cifar10-jpeg.tar.gz -C .cache/cifar10-jpeg "
-            f"and --data .cache/cifar10-jpeg; (3) point the data root elsewhere with --data-root DIR or the "
-            f"{DATA_ROOT_ENV} environment variable.")
+    """What the CLI prints when a named dataset is not on disk (exit status 2)."""
+    return (f"The {TITLES.get(name, name)} dataset is not in {root} and could not be downloaded ({reason}). "
+            f"To get it: {_recipe(name)}; or pass --data PATH with an ImageFolder tree "
+            f"(train/<class>/*.jpg, optional test/<class>/*); or, if a copy already exists elsewhere, point "
+            f"the data root at it with --data-root DIR or ${DATA_ROOT_ENV} (the dashboard's Data folder field "
+            f"takes a folder too).")
+
+
+class DataMismatch(DatasetError):
+    """The data are there, but not the checkpoint's: other classes or another image size."""
+
+
+def missing_data_help(meta: dict, error: Exception | None = None, override: str = "") -> str:
+    """ONE sentence for the dashboard: why this checkpoint's test images are not available and what to do.
+
+    `override`: what the user typed into Data folder (a folder or a dataset name); `error`: what loading raised."""
+    try:
+        spec = checkpoint_data_spec(meta, override)
+    except DatasetError as e:
+        return _sentence(str(e))
+    if spec.source in NAMED:
+        return _sentence(_named_help(spec, error))
+    try:
+        _check_folder(spec, meta)
+    except DatasetError as e:
+        tip = "" if override else "; type a folder with the same classes into Data folder"
+        if not override and list(meta.get("classes") or []) == CIFAR10_CLASSES and not os.path.exists(spec.source):
+            archive = offline_cifar_archive()
+            tip = ("; it is CIFAR-10: " + (f"unpack the offline copy there with `mkdir -p {spec.source} && tar -xzf "
+                                           f"{archive} -C {spec.source}`, or " if archive else "")
+                   + "type cifar10 into Data folder once `python -m cnnlib train --data cifar10` has downloaded it "
+                     "(needs network access)" + ("" if archive else ", or type a folder holding a copy"))
+        return _sentence(str(e) + tip)
+    return _sentence(f"reading the images in {spec.source} failed: {error}" if error
+                     else f"the images in {spec.source} could not be loaded")
+
+
+def _named_help(spec: DataSpec, error: Exception | None) -> str:
+    if isinstance(error, DataMismatch):
+        return str(error)
+    if spec.source == "fashion-mnist" and os.path.isdir(DEBIAN_FASHION_MNIST):   # installed: something else
+        if isinstance(error, DatasetError) and str(error).startswith("Debian's"):
+            return str(error)
+        lacking = [n for n in FASHION_FILES if not os.path.isfile(os.path.join(DEBIAN_FASHION_MNIST, n + ".gz"))]
+        if lacking:
+            return (f"Debian's Fashion-MNIST folder {DEBIAN_FASHION_MNIST} lacks {', '.join(lacking)}: reinstall it "
+                    f"with `apt-get install --reinstall dataset-fashion-mnist`")
+        raw = os.path.join(spec.root, "FashionMNIST", "raw")
+        if all(os.path.isfile(os.path.join(raw, n)) for n in FASHION_FILES):
+            return (f"Debian's Fashion-MNIST is installed, but the copy unpacked in {raw} cannot be read: delete that "
+                    f"folder and reload the page, and cnnlib unpacks it again")
+        return (f"Debian's Fashion-MNIST is installed but not unpacked into {raw} yet: reload the page to unpack it "
+                f"(the data root must be writable: choose one with ${DATA_ROOT_ENV})")
+    return (f"{TITLES[spec.source]} is not in {spec.root} and the dashboard never downloads it: "
+            f"{_recipe(spec.source, True)}; or start the dashboard with ${DATA_ROOT_ENV} pointing at a data root "
+            f"that holds it, or type an ImageFolder copy into Data folder")
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(str(text).split()).rstrip(". ")
+    return text[:1].upper() + text[1:] + "."
+
+
+def _short(names) -> str:
+    names = list(names)
+    return ", ".join(map(str, names[:6])) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
 
 
 # ----------------------------------------------------------------------------- torchvision datasets
 
-def _load_torchvision(name: str, root: str, download: bool):
-    """(x_train, y_train, x_test, y_test, classes) through torchvision.datasets."""
+def _named_split(name: str, root: str, which: str, download: bool, mode: str = "r"):
+    """(x uint8 (N, C, H, W) memmap, y int64 (N,), classes) of torchvision's train or test set."""
+    key = f"{name}-v{CACHE_VERSION}-{which}"
+    hit = read_split(root, key, mode)
+    if hit is not None:
+        return hit
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, NAMED[name])
     if name == "fashion-mnist":
         _adopt_debian_fashion_mnist(os.path.join(root, "FashionMNIST", "raw"))
-    out = []
-    for train in (True, False):
+    try:
+        ds = cls(root, train=which == "train", download=False)
+    except RuntimeError:  # not on disk (or corrupt): torchvision says "Dataset not found"
+        if not download:
+            raise DatasetError(missing_dataset_message(name, root, "downloads are turned off")) from None
         try:
-            ds = cls(root, train=train, download=False)
-        except RuntimeError:  # not on disk (or corrupt): torchvision says "Dataset not found"
-            if not download:
-                raise DatasetError(missing_dataset_message(name, root, "downloads are turned off")) from None
-            try:
-                ds = cls(root, train=train, download=True)
-            except Exception as e:  # noqa: BLE001 - URLError, socket errors, HTTP errors, checksum errors
-                raise DatasetError(missing_dataset_message(name, root, f"{type(e).__name__}: {str(e)[:120]}")) from None
-        x = torch.as_tensor(np.asarray(ds.data))
-        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N,H,W) or (N,H,W,C) -> (N,C,H,W)
-        out += [x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)]
-    return (*out, list(ds.classes))
+            ds = cls(root, train=which == "train", download=True)
+        except Exception as e:  # noqa: BLE001 - URLError, socket errors, HTTP errors, checksum errors
+            raise DatasetError(missing_dataset_message(name, root, f"{type(e).__name__}: {str(e)[:120]}")) from None
+    x = np.asarray(ds.data)
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)   # (N, H, W) or (N, H, W, C) -> (N, C, H, W)
+    y, classes = np.asarray(ds.targets, np.int64), list(ds.classes)
+    x, y = cached_split(root, key, x.shape[1:], lambda a, b: np.ascontiguousarray(x[a:b]), y, classes, mode)
+    return x, y, classes
 
 
 def _adopt_debian_fashion_mnist(raw: str) -> None:
@@ -72,200 +186,247 @@ def _adopt_debian_fashion_mnist(raw: str) -> None:
     import gzip
     import shutil
 
-    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    if all(os.path.isfile(os.path.join(raw, n)) for n in names):
+    names = FASHION_FILES
+    if all(os.path.isfile(os.path.join(raw, n)) for n in names) or \
+            not all(os.path.isfile(os.path.join(DEBIAN_FASHION_MNIST, n + ".gz")) for n in names):
         return
-    if not all(os.path.isfile(os.path.join(DEBIAN_FASHION_MNIST, n + ".gz")) for n in names):
-        return
-    os.makedirs(raw, exist_ok=True)
-    for n in names:
-        tmp = os.path.join(raw, n + ".tmp")
-        with gzip.open(os.path.join(DEBIAN_FASHION_MNIST, n + ".gz"), "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp, os.path.join(raw, n))
-
-
-# ----------------------------------------------------------------------------- ImageFolder trees
-
-def _scan_folder(folder: str) -> tuple[list[str], list[tuple[str, int]]]:
-    """torchvision's ImageFolder scan (classes sorted, files sorted)."""
-    from torchvision.datasets.folder import make_dataset, find_classes
-
-    classes, class_to_idx = find_classes(folder)
-    samples = make_dataset(folder, class_to_idx, extensions=IMAGE_EXTENSIONS, allow_empty=True)
-    return classes, samples
-
-
-def _decode_all(samples, channels: int, size: tuple[int, int]) -> torch.Tensor:
-    """Decode files to one uint8 tensor (N, C, H, W), resizing where a file differs in size."""
-    from PIL import Image
-
-    mode = "L" if channels == 1 else "RGB"
-    x = np.empty((len(samples), size[1], size[0], channels), dtype=np.uint8)
-
-    def work(i):
-        try:
-            with Image.open(samples[i][0]) as im:
-                im = im.convert(mode)
-                if im.size != size:
-                    im = im.resize(size, Image.Resampling.BILINEAR)
-                x[i] = np.asarray(im).reshape(size[1], size[0], channels)
-        except Exception as e:  # noqa: BLE001
-            raise DatasetError(f"cannot decode {samples[i][0]}: {e}") from None
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        list(pool.map(work, range(len(samples)), chunksize=512))
-    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
-
-
-def _load_folder(path: str, image_size: int):
-    from PIL import Image
-
-    train_dir = os.path.join(path, "train")
-    if not os.path.isdir(train_dir):
-        raise DatasetError(f"{path} is not an ImageFolder tree: it needs a train/ folder with one "
-                           f"sub-folder per class (train/<class>/*.jpg), and optionally test/<class>/*")
-    classes, train = _scan_folder(train_dir)
-    if not train:
-        raise DatasetError(f"{train_dir} holds no images (extensions: {', '.join(IMAGE_EXTENSIONS)})")
-    test = []
-    test_dir = os.path.join(path, "test")
-    if os.path.isdir(test_dir):
-        test_classes, test = _scan_folder(test_dir)
-        if test_classes != classes:
-            raise DatasetError(f"{test_dir} has classes {test_classes}, but {train_dir} has {classes}")
-    with Image.open(train[0][0]) as first:
-        channels = 1 if first.mode in ("L", "1", "I;16", "I") else 3
-        size = (image_size, image_size) if image_size else first.size
-    x_train = _decode_all(train, channels, size)
-    y_train = torch.tensor([t for _, t in train], dtype=torch.int64)
-    x_test = _decode_all(test, channels, size) if test else None
-    y_test = torch.tensor([t for _, t in test], dtype=torch.int64) if test else None
-    return x_train, y_train, x_test, y_test, classes
-
-
-def _folder_fingerprint(path: str, image_size: int) -> str:
-    """Changes when files are added, removed or touched (scan is cheap: os.scandir)."""
-    h = hashlib.sha1(f"{os.path.abspath(path)}|{image_size}|v{CACHE_VERSION}".encode())
-    for sub in ("train", "test"):
-        top = os.path.join(path, sub)
-        if not os.path.isdir(top):
-            continue
-        for cls in sorted(os.listdir(top)):
-            d = os.path.join(top, cls)
-            if not os.path.isdir(d):
-                continue
-            entries = [(e.name, e.stat().st_size, int(e.stat().st_mtime)) for e in os.scandir(d)]
-            h.update(repr((sub, cls, sorted(entries))).encode())
-    return h.hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------- public API
-
-def _cached(cache_file: str, build):
-    if os.path.isfile(cache_file):
-        try:
-            blob = torch.load(cache_file, weights_only=True)
-            if blob.get("version") == CACHE_VERSION:
-                return blob
-        except Exception:  # noqa: BLE001 - a broken cache is rebuilt, never fatal
-            pass
-    x_train, y_train, x_test, y_test, classes = build()
-    blob = {"version": CACHE_VERSION, "x_train": x_train, "y_train": y_train, "x_test": x_test,
-            "y_test": y_test, "classes": classes}
     try:
-        from .checkpoint import atomic_torch_save
-        atomic_torch_save(blob, cache_file)
-    except OSError:
-        pass  # read-only data root: run without the cache
-    return blob
+        os.makedirs(raw, exist_ok=True)
+        for n in names:
+            tmp = os.path.join(raw, n + ".tmp")
+            with gzip.open(os.path.join(DEBIAN_FASHION_MNIST, n + ".gz"), "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(tmp, os.path.join(raw, n))
+    except OSError as e:
+        raise DatasetError(f"Debian's Fashion-MNIST could not be unpacked into {raw} ({e.strerror or e}); "
+                           f"choose a writable data root with --data-root DIR or ${DATA_ROOT_ENV}") from None
 
+
+# ----------------------------------------------------------------------------- splits
 
 def _split(n: int, sizes: list[int], seed: int) -> list[torch.Tensor]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return list(torch.split(perm, sizes))
 
 
-def load_dataset(data: str = "cifar10", root: str | None = None, val_size: int = 5000, split_seed: int = 0,
-                 download: bool = True, test_fraction: float = 0.1, image_size: int = 0) -> dict:
-    """Decoded splits of a named dataset or an ImageFolder path.
+def _carve(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(test indices, rest) for an ImageFolder without test/."""
+    n_test = max(1, round(n * test_fraction))
+    return tuple(_split(n, [n_test, n - n_test], seed + 1))
 
-    Returns {"train": (x, y), "val": (x, y), "test": (x, y), "classes": [..], "name": str,
-             "path": str, "split_seed": int, "sizes": {...}}; x uint8 (N, C, H, W), y int64 (N,).
+
+def _val(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation indices, train indices) of a training split of n images."""
+    val_size = 0 if n == 0 else min(val_size, max(n // 10, 1)) if val_size >= n else val_size
+    return tuple(_split(n, [val_size, n - val_size], seed))
+
+
+def _empty(shape) -> tuple[np.ndarray, np.ndarray]:
+    return np.empty((0, *shape), np.uint8), np.empty(0, np.int64)
+
+
+def load_dataset(data: str | None = None, root: str | None = None, val_size: int | None = None,
+                 split_seed: int | None = None, download: bool | None = None, test_fraction: float | None = None,
+                 image_size: int | None = None, resize: int | None = None) -> dict:
+    """Decoded splits of a named dataset or an ImageFolder path (None: TrainConfig's default).
+
+    Returns {"train": (x, y), "val": (x, y), "test": (x, y), "classes": [..], "name": str, "path": str,
+             "split_seed": int, "sizes": {...}, "preprocessing": {...}}; x uint8 torch (N, C, H, W), y int64
+    torch (N,). Train and val are gathered copies; test is the memory-mapped cache itself (copy-on-write).
+    "preprocessing" is images.fit_image's dict for the folder's images ({} for named datasets): what a
+    checkpoint stores so that uploads and load_checkpoint_split see the pixels training saw.
     """
+    cfg = TrainConfig()   # read at call time: the one place defaults live
+    data = cfg.data if data is None else data
+    val_size = cfg.val_size if val_size is None else val_size
+    split_seed = cfg.split_seed if split_seed is None else split_seed
+    download = cfg.download if download is None else download
+    test_fraction = cfg.test_fraction if test_fraction is None else test_fraction
+    image_size = cfg.image_size if image_size is None else image_size
+    resize = cfg.resize if resize is None else resize
     root = resolve_root(root)
-    key = data.lower()
+    key = str(data).lower()
     if key in NAMED:
-        name, path = key, root
-        cache_file = os.path.join(root, "cnnlib-cache", f"{key}-v{CACHE_VERSION}.pt")
-        blob = _cached(cache_file, lambda: _load_torchvision(key, root, download))
+        name, path, pre = key, root, {}
+        x, y, classes = _named_split(key, root, "train", download, "c")
+        x_test, y_test, _ = _named_split(key, root, "test", download, "c")
     elif os.path.isdir(data):
         name, path = os.path.basename(os.path.normpath(data)), data
-        cache_file = os.path.join(root, "cnnlib-cache", f"folder-{_folder_fingerprint(data, image_size)}.pt")
-        blob = _cached(cache_file, lambda: _load_folder(data, image_size))
+        layout = folder_layout(data)
+        scans = {s: _scan(d) for s, d in layout.items() if d}
+        if layout["train"] and layout["test"] and scans["test"][0] != scans["train"][0]:
+            raise DatasetError(f"{layout['test']} has the classes {_short(scans['test'][0])}, but "
+                               f"{layout['train']} has {_short(scans['train'][0])}")
+        classes = scans.get("train", scans.get("test"))[0]
+        shape = _first_shape(scans.get("train", scans.get("test"))[1][0][0], resize, image_size)
+        if not resize and not image_size and shape[1] == shape[2]:
+            image_size = shape[1]   # a square first image: its side, so a checkpoint's input_shape says the same
+        pre = preprocessing_for(resize, image_size)
+        x, y = (_decode(scans["train"][1], shape, pre, root, classes, "c") if layout["train"] else _empty(shape))
+        if layout["test"]:
+            x_test, y_test = _decode(scans["test"][1], shape, pre, root, classes, "c")
+        else:  # train/ only: carve a test split, then validation from the rest
+            test_idx, rest = (i.numpy() for i in _carve(len(y), test_fraction, split_seed))
+            x_test, y_test, x, y = x[test_idx], y[test_idx], x[rest], y[rest]
     else:
         raise DatasetError(f"--data {data!r} is neither a known dataset ({', '.join(NAMED)}) nor an existing "
-                           f"folder. " + missing_dataset_message(data, root, "no such folder"))
-    x, y = blob["x_train"], blob["y_train"]
-    if blob["x_test"] is None:  # ImageFolder without test/: carve a test split, then validation
-        n_test = max(1, int(round(len(x) * test_fraction)))
-        test_idx, x_idx = _split(len(x), [n_test, len(x) - n_test], split_seed + 1)
-        x_test, y_test, x, y = x[test_idx], y[test_idx], x[x_idx], y[x_idx]
-    else:
-        x_test, y_test = blob["x_test"], blob["y_test"]
-    val_size = min(val_size, max(len(x) // 10, 1)) if val_size >= len(x) else val_size
-    val_idx, train_idx = _split(len(x), [val_size, len(x) - val_size], split_seed)
-    out = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": (x_test, y_test),
-           "classes": list(blob["classes"]), "name": name, "path": path, "split_seed": split_seed}
-    out["sizes"] = {s: len(out[s][1]) for s in ("train", "val", "test")}
+                           f"folder: pass one of those names (with network access `--data cifar10` downloads "
+                           f"CIFAR-10 into the data root, --data-root DIR or ${DATA_ROOT_ENV}) or the path of an "
+                           f"ImageFolder tree (train/<class>/*.jpg, optional test/<class>/*)")
+    val_idx, train_idx = (i.numpy() for i in _val(len(y), val_size, split_seed))
+    t = torch.from_numpy
+    out = {"train": (t(x[train_idx]), t(y[train_idx])), "val": (t(x[val_idx]), t(y[val_idx])),
+           "test": (t(x_test), t(np.asarray(y_test))), "classes": list(classes), "name": name, "path": path,
+           "split_seed": split_seed, "preprocessing": pre}
+    out["sizes"] = {s: len(out[s][1]) for s in SPLITS}
     return out
 
 
-def load_checkpoint_split(meta: dict, split: str = "test", data: str | None = None,
-                          root: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pixels of `split` for a checkpoint's dataset, without downloading.
+# ----------------------------------------------------------------------------- a checkpoint's data
 
-    `data` overrides the checkpoint's own dataset name/path. Raises DatasetError with a
-    how-to-get-it message when the dataset is not on disk.
+@dataclass(frozen=True)
+class DataSpec:
+    """Everything that decides a checkpoint's pixels (the dashboard's cache key too)."""
+    source: str          # a name in NAMED, or an absolute ImageFolder path
+    root: str            # data root: where named datasets live and decoded caches go
+    split_seed: int
+    val_size: int
+    test_fraction: float
+    image_size: int      # ImageFolder: centre crop (0: see preprocessing_for)
+    resize: int          # ImageFolder: shorter side first (0: see preprocessing_for)
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint_data_spec(meta: dict, override: str = "", root: str | None = None) -> DataSpec:
+    """Where a checkpoint's data is and how it was split: meta["data"] and meta["config"] (missing fields:
+    TrainConfig's defaults). `override` is a dataset name or folder typed by the user; `root` a data root."""
+    info, raw_cfg = meta.get("data") or {}, meta.get("config") or {}
+    cfg = TrainConfig.from_dict(raw_cfg)
+    named_root = None
+    source = (override or "").strip() or (info.get("name") if info.get("name") in NAMED else "") \
+        or info.get("path") or raw_cfg.get("data") or ""
+    if not source:
+        raise DatasetError("this checkpoint does not record which dataset it was trained on (no data name or "
+                           "path in it): pass --data NAME|PATH, or type a folder into the dashboard's Data folder")
+    if source.lower() in NAMED:
+        source = source.lower()
+        recorded = info.get("path") if info.get("name") == source else None
+        if not root and recorded and os.path.isdir(resolve_path(recorded)):
+            named_root = resolve_path(recorded)   # the data root the checkpoint was trained with
+    else:
+        source = resolve_path(source)
+    pre = meta.get("preprocessing") or {}
+    _, h, w = (int(s) for s in meta.get("input_shape") or (0, 0, 0))
+    if source in NAMED:
+        image_size = resize = 0
+    elif pre:
+        image_size, resize = int(pre.get("crop") or 0), int(pre.get("resize") or 0)
+    else:
+        image_size, resize = (h if h == w else 0), 0
+    seed = info.get("split_seed")
+    return DataSpec(source, named_root or resolve_root(root), int(cfg.split_seed if seed is None else seed),
+                    int(cfg.val_size), float(cfg.test_fraction), image_size, resize)
+
+
+def _check_folder(spec: DataSpec, meta: dict) -> tuple[dict, list[str]]:
+    """(layout, classes) of a checkpoint's ImageFolder, or a DatasetError that says what does not match."""
+    layout = folder_layout(spec.source)
+    first = layout["train"] or layout["test"]
+    classes = _classes(first)
+    if layout["train"] and layout["test"] and _classes(layout["test"]) != classes:
+        raise DatasetError(f"{layout['test']} has the classes {_short(_classes(layout['test']))}, but "
+                           f"{layout['train']} has {_short(classes)}")
+    want = list(meta.get("classes") or [])
+    if want and classes != want:
+        raise DataMismatch(f"{spec.source} has the classes {_short(classes)}, which do not match the "
+                           f"checkpoint's {_short(want)}")
+    cfg = TrainConfig.from_dict(meta.get("config") or {})
+    if meta.get("config") is not None and not meta.get("preprocessing") and not cfg.image_size and not cfg.resize:
+        # trained at the images' own size (that of the first training image): another size is other data
+        from PIL import Image
+        with Image.open(first_file(first)) as im:
+            size = im.size
+        _, h, w = meta["input_shape"]
+        if size != (w, h):
+            raise DataMismatch(f"the images in {spec.source} are {size[0]}x{size[1]} pixels, which does not match "
+                               f"the checkpoint's {w}x{h} (it was trained on images at their own size)")
+    return layout, classes
+
+
+def load_checkpoint_split(meta: dict, split: str = "test", data: str | None = None,
+                          root: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(x uint8 (N, C, H, W), y int64 (N,)) numpy of `split` for a checkpoint; x may be a read-only memmap.
+
+    Decodes only that split (cached under the data root), never downloads; `data` overrides the checkpoint's
+    dataset name or folder. Raises DatasetError with one sentence saying what is missing or does not match.
     """
-    if split not in ("train", "val", "test"):
+    if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use train, val or test")
-    info = meta.get("data", {})
-    cfg = TrainConfig.from_dict(meta.get("config", {}))  # the run's settings; TrainConfig fills any missing
-    source = data or (info.get("name") if info.get("name") in NAMED else info.get("path")) or cfg.data
-    splits = load_dataset(source, root=root or (info.get("path") if source in NAMED else None),
-                          val_size=cfg.val_size, split_seed=info.get("split_seed", cfg.split_seed),
-                          download=False, test_fraction=cfg.test_fraction, image_size=cfg.image_size)
-    x, y = splits[split]
-    c, h, w = meta["input_shape"]
-    if tuple(x.shape[1:]) != (c, h, w):
-        raise DatasetError(f"the {source} images are {tuple(x.shape[1:])}, but the model expects {(c, h, w)}")
-    if splits["classes"] != list(meta["classes"]):
-        raise DatasetError(f"the {source} classes {splits['classes']} differ from the checkpoint's {meta['classes']}")
+    spec = checkpoint_data_spec(meta, data or "", root)
+    shape = tuple(int(s) for s in meta["input_shape"])
+    if spec.source in NAMED:
+        x, y, classes = _named_split(spec.source, spec.root, "test" if split == "test" else "train", False)
+        if tuple(x.shape[1:]) != shape:
+            raise DataMismatch(f"the {TITLES[spec.source]} images are {'x'.join(map(str, x.shape[1:]))} (C x H x W), "
+                               f"which does not match the checkpoint's {'x'.join(map(str, shape))}")
+        if split != "test":
+            val_idx, train_idx = _val(len(y), spec.val_size, spec.split_seed)
+            idx = (val_idx if split == "val" else train_idx).numpy()
+            x, y = x[idx], y[idx]
+    else:
+        layout, classes = _check_folder(spec, meta)
+        if split == "test" and layout["test"]:
+            samples = _scan(layout["test"])[1]
+        elif not layout["train"]:
+            return _empty(shape)   # a flat folder is all test: no train or val images
+        else:  # a subset of train/: the carved test split, or validation / training after carving
+            samples = _scan(layout["train"])[1]
+            idx = torch.arange(len(samples))
+            if not layout["test"]:
+                test_idx, idx = _carve(len(samples), spec.test_fraction, spec.split_seed)
+                idx = test_idx if split == "test" else idx
+            if split != "test":
+                val_idx, train_idx = _val(len(idx), spec.val_size, spec.split_seed)
+                idx = idx[val_idx if split == "val" else train_idx]
+            samples = [samples[i] for i in idx.tolist()]
+        x, y = _decode(samples, shape, preprocessing_for(spec.resize, spec.image_size), spec.root, classes)
+    if list(classes) != list(meta["classes"]):
+        raise DataMismatch(f"the {TITLES.get(spec.source, spec.source)} classes {_short(classes)} do not match the checkpoint's "
+                           f"{_short(meta['classes'])}")
     return x, y
 
 
-def channel_stats(x: torch.Tensor, chunk: int = 8192) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units, in float64."""
+# ----------------------------------------------------------------------------- statistics and augmentation
+
+def channel_stats(x, chunk: int = 8192) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W) (tensor, array or memmap), in [0, 1] units,
+    in float64; reads `chunk` images at a time, so a memmap is never loaded whole."""
     c = x.shape[1]
     s, s2, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
     for i in range(0, len(x), chunk):
-        b = x[i:i + chunk].to(torch.float64).div_(255.0)
+        b = x[i:i + chunk]
+        b = (b if isinstance(b, torch.Tensor) else torch.from_numpy(np.array(b))).to(torch.float64).div_(255.0)
         s += b.sum(dim=(0, 2, 3))
         s2 += (b * b).sum(dim=(0, 2, 3))
         n += b.numel() // c
-    mean = s / n
-    std = (s2 / n - mean * mean).clamp_min(1e-12).sqrt()
+    mean = s / max(n, 1)
+    std = (s2 / max(n, 1) - mean * mean).clamp_min(1e-12).sqrt()
     return mean.tolist(), std.tolist()
 
 
-def augment_batch(x: torch.Tensor, padding: int = 4, flip: bool = True,
+def augment_batch(x: torch.Tensor, padding: int | None = None, flip: bool | None = None,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crop after zero padding + random horizontal flip, per image, as batched tensor ops.
 
     x: (B, C, H, W) any dtype, on any device -> same shape. Equivalent to torchvision's
-    RandomCrop(H, padding=padding) and RandomHorizontalFlip() applied to each image.
+    RandomCrop(H, padding=padding) and RandomHorizontalFlip() applied to each image. None: TrainConfig's
+    crop_padding / flip.
     """
+    cfg = TrainConfig()
+    padding = cfg.crop_padding if padding is None else padding
+    flip = cfg.flip if flip is None else flip
     b, c, h, w = x.shape
     dev = x.device
     if padding > 0:
