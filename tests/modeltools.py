@@ -1,6 +1,10 @@
 """Shared by the library tests: tiny models with a fake checkpoint `meta`, images, an independent forward,
 and a snapshot of everything a function could change on a model."""
+import io
+
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from cnnlib.models import get_model
@@ -67,3 +71,13 @@ def normalized(x01, meta):
     mean = torch.tensor(meta["normalization"]["mean"], dtype=x01.dtype).view(1, c, 1, 1)
     std = torch.tensor(meta["normalization"]["std"], dtype=x01.dtype).view(1, c, 1, 1)
     return (x01 - mean) / std
+
+
+def png_bytes(im: Image.Image, fmt="PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def rgb(w=40, h=30, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))

@@ -7,21 +7,12 @@ import io
 import numpy as np
 import pytest
 import torch
+from modeltools import png_bytes, rgb
 from PIL import Image
 
 from cnnlib import ImageError
 from cnnlib.images import fit_image, load_image, to_model_input
 from cnnlib.inference import load_model, predict
-
-
-def png_bytes(im: Image.Image, fmt="PNG", **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def rgb(w=40, h=30, seed=0):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
 def odd_images():

@@ -2,7 +2,6 @@
 out-of-distribution warning."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -10,21 +9,12 @@ import sys
 
 import numpy as np
 import torch
+from modeltools import rgb
 from PIL import Image
 
 from cnnlib.inference import load_model, predict, visualize_predictions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def png_bytes(im: Image.Image, fmt="PNG", **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def rgb(w=40, h=30, seed=0):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
 def test_predict_cli_json(tiny_ckpt, tmp_path):
