@@ -1,8 +1,9 @@
-"""python -m cnnlib {train,predict,evaluate} ...  — every cnnlib error is one message and exit code 2."""
+"""python -m cnnlib {train,predict,evaluate,import,export} ...  — every cnnlib error is one message and exit code 2."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .errors import CNNLibError
@@ -10,9 +11,11 @@ from .errors import CNNLibError
 USAGE = """usage: python -m cnnlib COMMAND [options]
 
 commands:
-  train     train a model and write a checkpoint      (python -m cnnlib train --help)
-  predict   classify images with a checkpoint          (python -m cnnlib predict --help)
-  evaluate  metrics of a checkpoint on a split         (python -m cnnlib evaluate --help)
+  train     train a model and write a checkpoint                  (python -m cnnlib train --help)
+  predict   classify images with a checkpoint                      (python -m cnnlib predict --help)
+  evaluate  metrics of a checkpoint on a split                     (python -m cnnlib evaluate --help)
+  import    your own weights (.pth, .safetensors) -> a checkpoint  (python -m cnnlib import --help)
+  export    a checkpoint -> ONNX, TorchScript or safetensors       (python -m cnnlib export --help)
 """
 
 
@@ -45,6 +48,80 @@ def predict_main(argv) -> int:
     return 1 if failed else 0
 
 
+def import_main(argv) -> int:
+    from .importer import import_weights
+
+    p = argparse.ArgumentParser(
+        prog="python -m cnnlib import",
+        description="Turn a weights file (a state dict, a dict holding one, or .safetensors) into a CNN Lens "
+                    "checkpoint, measured on the data's test split. Nothing in the file is executed.")
+    p.add_argument("weights", help="the weights file, e.g. best_model.pth or model.safetensors")
+    p.add_argument("--model", required=True,
+                   help="simple_cnn | resnet9 | torchvision/<name> (e.g. torchvision/resnet18) | timm/<name>")
+    p.add_argument("--data", required=True, help="cifar10 | mnist | fashion-mnist | an ImageFolder PATH")
+    p.add_argument("--out", metavar="CKPT", help="checkpoint to write (default: checkpoints/<weights name>.pt)")
+    p.add_argument("--image-size", type=int, metavar="N",
+                   help="square input size (default: the family's crop, 224 for torchvision/, timm's pretrained "
+                        "config for timm/; simple_cnn: the size its weights were built for; else the data's own)")
+    p.add_argument("--resize", type=int, metavar="N",
+                   help="shorter side in pixels before the centre crop (default: the family's, 256 for "
+                        "torchvision/; 0 for cnnlib models: the shorter side goes straight to --image-size)")
+    p.add_argument("--mean", type=float, nargs="+", metavar="M",
+                   help="per-channel mean in [0, 1] units the model was trained with, e.g. 0.5 0.5 0.5 "
+                        "(default: the family's, ImageNet's; for cnnlib models the training split's)")
+    p.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel std, as --mean")
+    p.add_argument("--classes", metavar="FILE", help="text file with the class names, one per line, in the "
+                                                     "model's output order (default: the data's class folders, sorted)")
+    p.add_argument("--num-classes", type=int, metavar="K", help="outputs of the model (default: read from the weights)")
+    p.add_argument("--data-root", metavar="DIR", help="where datasets and decoded caches live")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per forward pass on the test split")
+    p.add_argument("--no-download", action="store_true", help="never download a named dataset")
+    args = p.parse_args(argv)
+    if (args.mean is None) != (args.std is None):
+        raise CNNLibError("give --mean and --std together (the statistics the model was trained with)")
+    if args.batch_size < 1:
+        raise CNNLibError("--batch-size must be at least 1")
+    out = args.out or os.path.join("checkpoints", os.path.splitext(os.path.basename(args.weights))[0] + ".pt")
+    import_weights(args.weights, args.model, args.data, out=out, image_size=args.image_size, resize=args.resize,
+                   mean=args.mean, std=args.std, classes=args.classes, num_classes=args.num_classes,
+                   data_root=args.data_root, batch_size=args.batch_size, download=not args.no_download)
+    return 0
+
+
+def export_main(argv) -> int:
+    from .export import FORMATS, export_checkpoint
+
+    p = argparse.ArgumentParser(prog="python -m cnnlib export",
+                                description="Write a checkpoint as ONNX, TorchScript or safetensors, with a "
+                                            "model card FILE.md beside it.")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", required=True, choices=list(FORMATS),
+                   help="onnx / torchscript: raw [0, 1] images in, logits out (normalization folded in); "
+                        "safetensors: the state dict with metadata")
+    p.add_argument("--out", metavar="FILE", help="file to write (default: the checkpoint's name with the format's "
+                                                 "extension); the model card goes to FILE.md")
+    args = p.parse_args(argv)
+    for path in export_checkpoint(args.checkpoint, args.format, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def with_import_hint(argv, run) -> int:
+    """Run a command that reads a checkpoint; when it is handed a bare weights file instead, replace the
+    error by one sentence giving the `python -m cnnlib import` command."""
+    from .errors import CheckpointError
+    try:
+        return run(argv)
+    except CheckpointError:
+        path = next((a for a in argv if not a.startswith("-")), None)
+        if path is not None:
+            from .importer import import_hint
+            hint = import_hint(path)
+            if hint:
+                raise CheckpointError(hint) from None
+        raise
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -56,10 +133,14 @@ def main(argv=None) -> int:
             from .train import main as train_main
             return train_main(rest)
         if command == "predict":
-            return predict_main(rest)
+            return with_import_hint(rest, predict_main)
         if command == "evaluate":
             from .evaluate import evaluate_main
             return evaluate_main(rest)
+        if command == "import":
+            return import_main(rest)
+        if command == "export":
+            return export_main(rest)
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     except CNNLibError as e:

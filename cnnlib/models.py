@@ -1,8 +1,12 @@
 """Model registry (torchvision style) and the CNNs CNN Lens ships.
 
     register_model(name)   decorator adding a builder to the registry
-    get_model(name, **kw)  build a fresh, randomly initialised network
-    list_models()          sorted names
+    get_model(name, **kw)  build a fresh, randomly initialised network: a registered name, or
+                           `torchvision/<name>` / `timm/<name>` for any torchvision or timm classifier
+                           (cnnlib.zoo; weights=None, bring your own with `python -m cnnlib import`)
+    list_models()          sorted names of cnnlib's own models
+    default_preprocessing(name)  ImageNet resize / crop / mean / std for torchvision/ and timm/ models,
+                                 None for cnnlib's own (the data's own size and statistics)
 
 Every builder takes `num_classes`, `in_channels` and `image_size` so a model
 fits any dataset. Rules that keep Captum and hooks working: activations are
@@ -37,12 +41,23 @@ def list_models() -> list[str]:
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
+    from . import zoo
+    if zoo.is_foreign(name):
+        return zoo.build(name, **kwargs)
     if name not in _MODELS:
-        raise CNNLibError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        raise CNNLibError(f"unknown model {name!r}; known models: {', '.join(list_models())}, "
+                          f"plus torchvision/<name> for any torchvision classification model "
+                          f"(e.g. torchvision/resnet18) and timm/<name> for any timm model (e.g. timm/resnet10t)")
     try:
         return _MODELS[name](**kwargs)
     except TypeError as e:  # wrong kwargs for this builder
         raise CNNLibError(f"cannot build model {name!r} with {kwargs}: {e}") from None
+
+
+def default_preprocessing(name: str) -> dict | None:
+    """{"resize", "crop", "mean", "std"} for torchvision/ and timm/ models; None for cnnlib's own."""
+    from .zoo import default_preprocessing as family_default
+    return family_default(name)
 
 
 def conv_bn_relu(cin: int, cout: int, index: str) -> list[tuple[str, nn.Module]]:
