@@ -6,7 +6,8 @@ weights_only=True)` reads it: only tensors, numbers, strings, lists, dicts.
 Keys (format_version 2; the README documents each; version 1 files, without `preprocessing`, still load):
 
     format_version  int
-    model           {"name": str, "kwargs": dict}         -> models.get_model(name, **kwargs)
+    model           {"name": str, "kwargs": dict}         -> models.get_model(name, **kwargs); name is cnnlib's
+                                                             own (simple_cnn, resnet9), torchvision/<name> or timm/<name>
     state_dict      {param name: tensor}
     classes         [str]                                  class names, index = label
     input_shape     [C, H, W]
@@ -21,6 +22,8 @@ Keys (format_version 2; the README documents each; version 1 files, without `pre
     best_epoch      int (1-based)
     metrics         {"val_acc", "test_acc", "test_loss", "train_seconds"}
     test_predictions {"targets": int16 (N,), "preds": int16 (N,), "probs": float16 (N, K)}
+    initial_first_layer  tensor (C_out, C_in, k, k) float16 (optional, v2): the first conv before training
+    source          {"weights": file name, "imported": True, "matched_by": "names" | "order"} (imported models)
     device          str, where it was trained (free text)
     created         str, ISO time
 """

@@ -339,7 +339,7 @@ def _check_folder(spec: DataSpec, meta: dict) -> tuple[dict, list[str]]:
         raise DatasetError(f"{layout['test']} has the classes {_short(_classes(layout['test']))}, but "
                            f"{layout['train']} has {_short(classes)}")
     want = list(meta.get("classes") or [])
-    if want and classes != want:
+    if want and not set(classes) <= set(want):      # same names in another order, or a subset: re-mapped by name
         raise DataMismatch(f"{spec.source} has the classes {_short(classes)}, which do not match the "
                            f"checkpoint's {_short(want)}")
     cfg = TrainConfig.from_dict(meta.get("config") or {})
@@ -392,9 +392,12 @@ def load_checkpoint_split(meta: dict, split: str = "test", data: str | None = No
                 idx = idx[val_idx if split == "val" else train_idx]
             samples = [samples[i] for i in idx.tolist()]
         x, y = _decode(samples, shape, preprocessing_for(spec.resize, spec.image_size), spec.root, classes)
-    if list(classes) != list(meta["classes"]):
-        raise DataMismatch(f"the {TITLES.get(spec.source, spec.source)} classes {_short(classes)} do not match the checkpoint's "
-                           f"{_short(meta['classes'])}")
+    want = list(meta["classes"])
+    if list(classes) != want:
+        if spec.source in NAMED or not set(classes) <= set(want):
+            raise DataMismatch(f"the {TITLES.get(spec.source, spec.source)} classes {_short(classes)} do not match "
+                               f"the checkpoint's {_short(want)}")
+        y = np.array([want.index(c) for c in classes], np.int64)[np.asarray(y)]   # folder label -> checkpoint label
     return x, y
 
 

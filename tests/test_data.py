@@ -440,3 +440,18 @@ def test_channel_stats_and_augment_are_exact(tmp_path):
         assert match, f"image {i} is not a crop of its padded input"
         flips += min(match)
     assert 0 < flips < len(x)
+
+
+def test_checkpoint_classes_in_another_order_or_a_superset_are_mapped_by_name(tmp_path):
+    from conftest import write_image_folder
+    folder = tmp_path / "colours"
+    write_image_folder(folder, n_train=0, n_test=24, classes=["blue", "green", "red"], size=16, with_test=True)
+    base = {"input_shape": [3, 16, 16], "data": {"name": "colours", "path": str(folder / "test")},
+            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    x0, y0 = data_mod.load_checkpoint_split(dict(base, classes=["blue", "green", "red"]), root=str(tmp_path / "r"))
+    x1, y1 = data_mod.load_checkpoint_split(dict(base, classes=["red", "cat", "blue", "green"]),
+                                            root=str(tmp_path / "r"))
+    assert np.array_equal(np.asarray(x0), np.asarray(x1))
+    assert np.array_equal(np.array(["blue", "green", "red"])[y0], np.array(["red", "cat", "blue", "green"])[y1])
+    with pytest.raises(DatasetError, match="do not match"):
+        data_mod.load_checkpoint_split(dict(base, classes=["red", "blue"]), root=str(tmp_path / "r"))
