@@ -27,12 +27,13 @@ MIN_PROB = 1e-7   # floor for probabilities when losses come from stored float16
 # -----------------------------------------------------------------------------
 # predictions
 
-def run_split(model: nn.Module, x, y, batch_size: int = 256, progress: str | None = None) -> dict:
+def run_split(model: nn.Module, x, y, batch_size: int | None = None, progress: str | None = None) -> dict:
     """x (N, C, H, W) uint8 (or float in [0, 1]; a tensor, array or memmap), y (N,) -> targets, preds int64
     (N,), probs float32 (N, K), losses float32 (N,) (cross-entropy per sample). Streams batches through
     modelops.forward_batches on a private eval() copy with BatchNorm folded into the convs, so memory
-    does not grow with N. Batches of 256 keep activations near cache size: on a 2-core CPU, 1000-image
-    batches ran about 2x slower. `progress`: a tqdm label."""
+    does not grow with N. Default batch: modelops.batch_size_for the image size (256 at 32 px keeps
+    activations near cache size: on a 2-core CPU, 1000-image batches ran about 2x slower). `progress`: a
+    tqdm label."""
     y = torch.as_tensor(np.asarray(y)).long()
     if len(np.shape(x)) != 4 or len(x) != len(y) or len(x) == 0:
         raise CNNLibError(f"run_split needs images (N, C, H, W) and N labels, "
@@ -72,7 +73,7 @@ def stored_predictions(meta: dict | None) -> dict | None:
     return {"targets": targets, "preds": preds, "probs": probs, "losses": losses, "source": "stored"}
 
 
-def predictions_for(model: nn.Module, split: str = "test", x=None, y=None, batch_size: int = 256,
+def predictions_for(model: nn.Module, split: str = "test", x=None, y=None, batch_size: int | None = None,
                     recompute: bool = False, progress: str | None = None) -> dict:
     """Stored test predictions when they fit the request (split "test", and no data given or the
     labels match them exactly); otherwise run_split on x, y."""
@@ -274,7 +275,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "val"), default="test")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: by image size)")
     p.add_argument("--recompute", action="store_true", help="ignore the stored test predictions")
     p.add_argument("--bins", type=int, default=15, help="calibration bins")
     return p

@@ -269,7 +269,7 @@ def pca_2d(feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return xy.float().numpy(), np.array(ratio, np.float32)
 
 
-def penultimate_features(model: nn.Module, x, batch_size: int = 256, layer: str | None = None,
+def penultimate_features(model: nn.Module, x, batch_size: int | None = None, layer: str | None = None,
                          progress: str | None = None) -> dict:
     """The features the classifier reads, for images x (N, C, H, W) (uint8 or [0, 1]; tensor, array or
     memmap, streamed in batches): {"features": float32 (N, D), "preds": int64 (N,), "logits": float32 (N, K),
@@ -291,7 +291,7 @@ def penultimate_features(model: nn.Module, x, batch_size: int = 256, layer: str 
             "logits": logits.numpy(), "layer": name}
 
 
-def embed(model: nn.Module, x_uint8, y=None, batch_size: int = 256, method: str = "pca",
+def embed(model: nn.Module, x_uint8, y=None, batch_size: int | None = None, method: str = "pca",
           layer: str | None = None) -> dict:
     """Penultimate features of a split (x (N, C, H, W) uint8 or [0, 1] floats) projected to 2-D.
 

@@ -235,19 +235,28 @@ def autocast(device: torch.device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def forward_batches(net: nn.Module, x, mean: torch.Tensor, std: torch.Tensor, batch_size: int = 256,
+def batch_size_for(shape, largest: int = 256) -> int:
+    """Images per forward pass for inference at input `shape` [C, H, W]: 256 at 32 px, fewer for large
+    images so activations stay near a fixed budget (about 2**20 pixels a batch: 20 at 224 px)."""
+    h, w = int(shape[-2]), int(shape[-1])
+    return int(max(8, min(largest, 2**20 // max(h * w, 1))))
+
+
+def forward_batches(net: nn.Module, x, mean: torch.Tensor, std: torch.Tensor, batch_size: int | None = None,
                     dtype=None, channels_last: bool = False, progress: str | None = None
                     ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (start, logits float32 (B, K)) for consecutive batches of x (N, C, H, W).
 
     x: uint8 or [0, 1] float, a tensor, a numpy array or a memory-mapped file; only one batch at a time
-    is copied and moved to the device, so memory does not grow with N. Runs under inference_mode, with
+    is copied and moved to the device, so memory does not grow with N (batch_size None: batch_size_for the
+    image size). Runs under inference_mode, with
     autocast when `dtype` is given; `progress` is a tqdm label (None: no bar). The caller puts `net`
     in eval() (or passes a working copy).
     """
     n = len(x)
     if n == 0:
         return
+    batch_size = batch_size or batch_size_for(np.shape(x)[1:])
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -21,6 +21,7 @@ from typing import Callable
 
 from torch import nn
 
+from . import zoo
 from .errors import CNNLibError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -41,7 +42,6 @@ def list_models() -> list[str]:
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
-    from . import zoo
     if zoo.is_foreign(name):
         return zoo.build(name, **kwargs)
     if name not in _MODELS:
@@ -55,9 +55,13 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
 
 def default_preprocessing(name: str) -> dict | None:
-    """{"resize", "crop", "mean", "std"} for torchvision/ and timm/ models; None for cnnlib's own."""
-    from .zoo import default_preprocessing as family_default
-    return family_default(name)
+    """{"resize", "crop", "mean", "std"} for torchvision/ and timm/ models; None for cnnlib's own (their
+    data's own size and statistics)."""
+    if zoo.is_foreign(name):
+        return zoo.family_preprocessing(name)
+    if name not in _MODELS:
+        get_model(name)   # raises the one "unknown model" sentence
+    return None
 
 
 def conv_bn_relu(cin: int, cout: int, index: str) -> list[tuple[str, nn.Module]]:

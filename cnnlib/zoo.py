@@ -2,7 +2,7 @@
 
     build("torchvision/resnet18", num_classes=4)        torchvision.models.get_model(weights=None, num_classes=4)
     build("timm/resnet10t", num_classes=4, in_channels=1)  timm.create_model(pretrained=False, in_chans=1, ...)
-    default_preprocessing("torchvision/resnet18")       {"resize": 256, "crop": 224, "mean": [..], "std": [..]}
+    family_preprocessing("torchvision/resnet18")        {"resize": 256, "crop": 224, "mean": [..], "std": [..]}
 
 No weights are ever downloaded here: bring your own with `python -m cnnlib import` (cnnlib.importer).
 cnnlib passes every builder the same keyword arguments (num_classes, in_channels, image_size, dropout,
@@ -161,13 +161,10 @@ def build(name: str, **kwargs) -> nn.Module:
     return (build_torchvision if family == "torchvision" else build_timm)(arch, **kwargs)
 
 
-def default_preprocessing(name: str) -> dict | None:
-    """How the family's images are prepared: {"resize", "crop", "mean", "std"} (ImageNet style) for
-    torchvision/ and timm/ models; None for cnnlib's own models (the data's own size and statistics)."""
+def family_preprocessing(name: str) -> dict:
+    """How a torchvision/ or timm/ model's images are prepared: {"resize", "crop", "mean", "std"} (ImageNet
+    style, from the family's own metadata)."""
     if not is_foreign(name):
-        from .models import _MODELS, get_model
-        if name not in _MODELS:
-            get_model(name)  # raises the one "unknown model" sentence
-        return None
+        raise CNNLibError(f"{name!r} is not a torchvision/ or timm/ model name")
     family, _, arch = name.partition("/")
     return _torchvision_preprocessing(arch) if family == "torchvision" else _timm_preprocessing(arch)
