@@ -32,7 +32,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, CNNLibError
+from .files import atomic_write
 from .models import get_model
 
 FORMAT_VERSION = 2
@@ -47,26 +47,9 @@ REQUIRED_KEYS = ("format_version", "model", "state_dict", "classes", "input_shap
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
-
-    Killing the process at any moment leaves either the old file or the new one, never half.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save through files.atomic_write: the old file or the new one, never half; a full disk or a
+    read-only folder raises files.WriteError (one sentence) and leaves the previous file intact."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(ckpt: dict, path: str) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from . import images
 from .errors import DatasetError, ImageError
+from .files import atomic_write
 from .images import IMAGE_EXTENSIONS
 
 CACHE_VERSION = 2      # bump when the cached layout changes: older files are then ignored
@@ -68,24 +68,6 @@ def read_split(root: str, key: str, mode: str = "r") -> tuple[np.ndarray, np.nda
         return None
 
 
-def _tmp_name(path: str) -> str:
-    return f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
-
-
-def _atomic_write(path: str, write) -> None:
-    """write(f) into a temporary file beside `path`, fsync, rename over `path`."""
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _remove_stale(base: str, age_s: float = 600.0) -> None:
     """Delete temporary files of `base` left by a killed writer (untouched for `age_s`; a live one writes)."""
     folder, stem = os.path.split(base)
@@ -124,10 +106,10 @@ def write_split(root: str, key: str, shape, fill, y: np.ndarray, classes: list[s
             f.write(np.ascontiguousarray(block).data)
 
     if n:
-        _atomic_write(base + ".x.npy", pixels)
-    _atomic_write(base + ".y.npy", lambda f: np.save(f, np.asarray(y, np.int64)))
+        atomic_write(base + ".x.npy", pixels)
+    atomic_write(base + ".y.npy", lambda f: np.save(f, np.asarray(y, np.int64)))
     head = {"version": CACHE_VERSION, "n": n, "shape": list(shape), "classes": list(classes)}
-    _atomic_write(base + ".json", lambda f: f.write(json.dumps(head).encode()))
+    atomic_write(base + ".json", lambda f: f.write(json.dumps(head).encode()))
 
 
 def cached_split(root: str, key: str, shape, fill, y: np.ndarray, classes: list[str],
