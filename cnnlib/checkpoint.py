@@ -43,6 +43,7 @@ from .files import atomic_write
 from .models import get_model
 
 FORMAT_VERSION = 2
+MAX_SIDE, MAX_CHANNELS = 4096, 16     # input shapes beyond these are refused (a forward pass would not fit memory)
 REQUIRED_KEYS = ("format_version", "model", "state_dict", "classes", "input_shape", "normalization")
 
 
@@ -204,6 +205,9 @@ def load_checkpoint(source) -> dict:
         raise CheckpointError(f"{name}: 'classes' must be a non-empty list of names")
     if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)):
         raise CheckpointError(f"{name}: 'input_shape' must be [C, H, W]")
+    if shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_SIDE:
+        raise CheckpointError(f"{name}: the input shape {list(shape)} is beyond what CNN Lens opens "
+                              f"(at most {MAX_CHANNELS} channels and {MAX_SIDE} pixels a side)")
     pre = ckpt.get("preprocessing")
     if pre is not None and not (isinstance(pre, dict) and all(isinstance(pre.get(k, 0), int) and pre.get(k, 0) >= 0
                                                              for k in ("resize", "crop"))):
@@ -247,6 +251,15 @@ def build_model(ckpt: dict) -> nn.Module:
     Refuses weights that do not fit the architecture, hold NaN/Inf, or give a number of outputs other
     than the number of class names."""
     spec = ckpt["model"]
+    try:
+        with torch.device("meta"):        # shapes only, no memory: absurd kwargs cannot allocate gigabytes
+            skeleton = get_model(spec["name"], **spec.get("kwargs", {}))
+    except CNNLibError as e:
+        raise CheckpointError(f"the checkpoint names a model this cnnlib cannot build: {e}") from None
+    except Exception:  # noqa: BLE001 - a builder that cannot run on the meta device: check after building
+        skeleton = None
+    if skeleton is not None:
+        check_weights_fit(skeleton, ckpt["state_dict"], spec["name"])
     try:
         model = get_model(spec["name"], **spec.get("kwargs", {}))
     except CNNLibError as e:

@@ -50,8 +50,8 @@ def get_model(name: str, **kwargs) -> nn.Module:
                           f"(e.g. torchvision/resnet18) and timm/<name> for any timm model (e.g. timm/resnet10t)")
     try:
         return _MODELS[name](**kwargs)
-    except TypeError as e:  # wrong kwargs for this builder
-        raise CNNLibError(f"cannot build model {name!r} with {kwargs}: {e}") from None
+    except (TypeError, ValueError, RuntimeError) as e:  # wrong or absurd kwargs for this builder
+        raise CNNLibError(f"cannot build model {name!r} with {kwargs}: {str(e)[:160]}") from None
 
 
 def default_preprocessing(name: str) -> dict | None:

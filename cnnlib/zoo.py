@@ -158,7 +158,10 @@ def build(name: str, **kwargs) -> nn.Module:
     unknown = set(kwargs) - {"num_classes", "in_channels", "image_size", "dropout", "width"}
     if unknown:
         raise CNNLibError(f"cannot build {name}: unexpected argument(s) {', '.join(sorted(unknown))}")
-    return (build_torchvision if family == "torchvision" else build_timm)(arch, **kwargs)
+    try:
+        return (build_torchvision if family == "torchvision" else build_timm)(arch, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:   # absurd kwargs (negative sizes, ...)
+        raise CNNLibError(f"cannot build {name} with {kwargs}: {str(e)[:160]}") from None
 
 
 def family_preprocessing(name: str) -> dict:
