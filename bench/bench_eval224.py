@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -28,19 +27,9 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.dirname(os.path.abspath(__file__))]
+from machine import machine  # noqa: E402
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def peak_mib() -> float:
@@ -144,8 +133,7 @@ def main() -> int:
             ("(b) CNN Lens, first run (decode to memmap + evaluate)", child("cnnlib", args)),
             ("(c) CNN Lens, cached memmap", child("cnnlib", args))]
     base = rows[0][1]["img_per_s"]
-    print(f"\n{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}: torchvision/resnet18, "
-          f"{args.n} images at 224 px\n")
+    print(f"\n{machine()}: torchvision/resnet18, {args.n} images at 224 px\n")
     print(f"{'pipeline':<56} {'s':>7} {'img/s':>7} {'vs (a)':>7} {'peak MiB':>9} {'acc':>6}")
     for name, r in rows:
         print(f"{name:<56} {r['seconds']:7.1f} {r['img_per_s']:7.1f} {r['img_per_s'] / base:6.2f}x "
