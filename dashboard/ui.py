@@ -1,26 +1,19 @@
-"""Page-independent Streamlit helpers: widget values that survive page switches, error display that
-never shows a traceback, and rendering (charts with a PNG button, CSV/PNG downloads, image grids,
-number formats). `lens` holds the cached loaders; pages use both."""
+"""Page-independent Streamlit helpers: widget values that survive page switches, error display that never
+shows a traceback, charts with a PNG button, CSV/PNG downloads, image grids, number formats, colours."""
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-import sys
+import re
 import threading
 import traceback
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import streamlit as st
 
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from cnnlib import viz  # noqa: E402
-from cnnlib.errors import CNNLibError  # noqa: E402
+import pictures
+from cnnlib.errors import CNNLibError
 
 log = logging.getLogger("cnnlens")
 PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -29,23 +22,23 @@ PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "s
 def kept(key: str, default: Any, options=None, bounds: tuple | None = None) -> dict:
     """Widget kwargs (key + on_change) for a widget whose value is remembered across pages.
 
-    The remembered value lives in `_keep_<key>` (plain session state, never cleaned up); the widget's
-    own key is refilled from it before the widget is drawn. Pass `options` to fall back to `default`
-    when the remembered value is no longer offered, and `bounds` (lo, hi) to clamp a number.
+    The remembered value lives in `_keep_<key>` (plain session state); the widget's own key is refilled from
+    it before the widget is drawn. `options`: fall back to `default` when the value is no longer offered;
+    `bounds` (lo, hi): clamp a number. Read a remembered value with `value(key)`.
     """
     ss = st.session_state
     master = "_keep_" + key
-    value = ss.get(master, default)
+    value_ = ss.get(master, default)
     if options is not None:
         opts = list(options)
-        if isinstance(value, (list, tuple)):
-            value = [v for v in value if v in opts]
-        elif value not in opts:
-            value = default
+        if isinstance(value_, (list, tuple)):
+            value_ = [v for v in value_ if v in opts]
+        elif value_ not in opts:
+            value_ = default
     if bounds is not None:
-        value = type(default)(min(max(value, bounds[0]), bounds[1]))
-    ss[master] = value
-    ss[key] = value
+        value_ = type(default)(min(max(value_, bounds[0]), bounds[1]))
+    ss[master] = value_
+    ss[key] = value_
     return {"key": key, "on_change": _sync, "args": (key,)}
 
 
@@ -58,6 +51,24 @@ def remember(key: str, value: Any) -> None:
     st.session_state["_keep_" + key] = value
 
 
+def value(key: str, default: Any = None) -> Any:
+    """The remembered value of a kept widget (also on pages that do not draw it)."""
+    return st.session_state.get("_keep_" + key, default)
+
+
+# ----------------------------------------------------------------------------- errors
+
+def one_sentence(message: str, limit: int = 220) -> str:
+    """The first sentence of an error message: no second line, no "Detail:" dump, no exception class names."""
+    text = next((ln.strip() for ln in str(message).splitlines() if ln.strip()), "")
+    text = re.split(r"(?<=[.!?])\s+(?=[A-Z(`])", text, maxsplit=1)[0]
+    text = re.sub(r"\s*Detail:.*$", "", text)
+    text = re.sub(r"[:(]?\s*\b[A-Z][A-Za-z]*(Error|Exception)\b:?.*$", "", text).rstrip(" :(")
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + "…"
+    return text if text.endswith((".", "!", "?", "…")) else text + "."
+
+
 def checked(what: str, fn, *args, **kwargs):
     """fn(*args, **kwargs), or on failure `guard`'s one clear st.error and the end of the page."""
     with guard(what):
@@ -65,37 +76,49 @@ def checked(what: str, fn, *args, **kwargs):
     st.stop()
 
 
-@contextmanager
+@contextlib.contextmanager
 def guard(what: str = "drawing this part of the page"):
     """Show cnnlib errors as one clear sentence and anything unexpected as a short message, never a traceback.
     Streamlit's own control flow (st.stop, st.rerun) passes through."""
     try:
         yield
     except CNNLibError as e:
-        st.error(str(e))
+        st.error(one_sentence(str(e)))
     except Exception as e:  # noqa: BLE001
         log.error("error while %s:\n%s", what, traceback.format_exc())
-        st.error(f"Something went wrong while {what} ({type(e).__name__}: {str(e)[:200]}). "
+        st.error(f"Something went wrong while {what} ({type(e).__name__}). "
                  "The rest of the dashboard still works; the details are in the server log.")
 
 
 def spinner(text: str):
     """st.spinner on a page; nothing in the background warm-up thread (it has no page to draw on)."""
-    import contextlib
-    if threading.current_thread().name.startswith("cnnlens-prefetch"):
+    if threading.current_thread().name.startswith("cnnlens-warmup"):
         return contextlib.nullcontext()
     return st.spinner(text)
 
 
-def show_chart(fig, key: str, filename: str, **kwargs):
-    """st.plotly_chart with a PNG download in the chart's toolbar (camera icon)."""
+def scroll_into_view(key: str, token) -> None:
+    """Scroll the browser (smoothly, as little as needed) until the container `key` is fully in view. Runs once
+    per `token` (the script's text changes with it); reruns with the same token leave the scroll alone."""
+    st.html(f"<script>/* {key} {token} */ setTimeout(() => {{ const el = document.querySelector('.st-key-{key}');"
+            " if (el) el.scrollIntoView({behavior: 'smooth', block: 'nearest'}); }, 200);</script>",
+            unsafe_allow_javascript=True)
+
+
+# ----------------------------------------------------------------------------- charts and downloads
+
+def show_chart(fig, key: str, filename: str, modebar: bool = True, **kwargs):
+    """st.plotly_chart with a PNG download in the chart's toolbar (camera icon); modebar=False hides the
+    toolbar (small charts, where it would cover the data)."""
     config = {**PNG_CONFIG, "toImageButtonOptions": {**PNG_CONFIG["toImageButtonOptions"], "filename": filename}}
+    if not modebar:
+        config["displayModeBar"] = False
     return st.plotly_chart(fig, key=key, config=config, width="stretch", **kwargs)
 
 
 def download_png(img, filename: str, key: str, label: str = "Download PNG") -> None:
     """A download button for an image; the PNG is encoded only when clicked (no rerun either)."""
-    st.download_button(label, lambda: viz.png_bytes(img), file_name=filename, mime="image/png", key=key,
+    st.download_button(label, lambda: pictures.png_bytes(img), file_name=filename, mime="image/png", key=key,
                        icon=":material/download:", on_click="ignore")
 
 
@@ -115,23 +138,23 @@ def download_csv(rows: list[dict], filename: str, key: str, label: str = "Downlo
                        icon=":material/download:", on_click="ignore")
 
 
-def big(img, size: int = 160) -> np.ndarray:
-    """A small image enlarged without blur (nearest neighbour) to about `size` pixels."""
-    return viz.enlarge(img, size=size)
-
-
 def image_grid(images, captions: list[str], ncols: int = 8, size: int = 96, key: str | None = None) -> None:
     """A grid of small images (N, C, H, W) or (N, H, W[, C]) with captions, enlarged crisply."""
-    box = st.container(key=key)
-    with box:
+    with st.container(key=key):
         if len(images) == 0:
             st.caption("No images.")
             return
-        st.image([big(im, size) for im in images], caption=list(captions), width=size)
+        st.image([pictures.enlarge(im, size) for im in images], caption=list(captions), width=size)
 
+
+# ----------------------------------------------------------------------------- formats and colours
 
 def pct(v) -> str:
+    """The one percentage format of the dashboard: one decimal ("54.2%")."""
     return "—" if v is None else f"{100 * float(v):.1f}%"
+
+
+PCT_D3 = ".1%"        # the same format inside Plotly (hover templates, tick labels, bar texts)
 
 
 def duration(seconds) -> str:
@@ -145,6 +168,8 @@ def duration(seconds) -> str:
 
 
 def class_palette(n: int) -> list[str]:
+    """n clearly distinct colours: Plotly's D3 set (10) for up to 10 classes, then Alphabet (26), then Dark24."""
     import plotly.express as px
-    base = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+    q = px.colors.qualitative
+    base = q.D3 if n <= 10 else q.Alphabet if n <= 26 else q.Alphabet + q.Dark24 + q.Light24
     return [base[i % len(base)] for i in range(n)]

@@ -139,6 +139,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def lens_checkpoints(tiny_ckpt, tmp_path_factory):
+    return build_lens_checkpoints(tiny_ckpt, tmp_path_factory.mktemp("lens"))
+
+
+def build_lens_checkpoints(tiny_ckpt, base):
     """A checkpoint folder for the dashboard: tiny.pt (the trained tiny_ckpt) and, newest, wrong.pt (the same
     network with noise on its classifier, so it makes real mistakes; its stored test predictions are recomputed).
     Also nodata.pt in a folder of its own: wrong.pt whose recorded dataset folder does not exist."""
@@ -149,7 +153,6 @@ def lens_checkpoints(tiny_ckpt, tmp_path_factory):
     from cnnlib.evaluate import run_split
     from cnnlib.inference import load_model
 
-    base = tmp_path_factory.mktemp("lens")
     folder = base / "checkpoints"
     folder.mkdir()
     shutil.copy(tiny_ckpt, folder / "tiny.pt")

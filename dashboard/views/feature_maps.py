@@ -1,22 +1,24 @@
-"""Channel activations of one layer for one image (a test image or an upload)."""
+"""Any layer's channels (feature maps) for a test image or an upload."""
 import streamlit as st
 
-import lens
+import compute
+import frame
+import imagepick
+import pictures
 import ui
 
-ctx = lens.setup(
-    "Feature maps",
+ctx = frame.begin(
     "Every channel of a layer is one detector applied at every position of the image; its **feature map** "
     "lights up (bright) where the detector's pattern appears. Early layers respond to edges and colours and "
-    "keep the image's layout; deeper layers are smaller and respond to larger, more abstract parts.",
-    icon="🗺️")
+    "keep the image's layout; deeper layers are smaller and respond to larger, more abstract parts.")
+GRID_PX = 880          # about the width of the grid's column on a laptop screen (the image then stretches to it)
 
 with ui.guard("choosing the image"):
-    pick = lens.pick_image(ctx, "fm")
+    pick = imagepick.pick_image(ctx, "fm")
 
 if pick is not None:
     with ui.guard("drawing the feature maps"):
-        rows = lens.layers(ctx)
+        rows = compute.layers(ctx)
         names = [r["name"] for r in rows]
         shapes = {r["name"]: r["output_shape"] for r in rows}
         default = next((n for n in names if n.startswith("relu")), names[0])
@@ -30,24 +32,25 @@ if pick is not None:
         n_ch = shapes[layer][0]
         count = int(c3.number_input("Channels", 1, n_ch, **ui.kept("fm_count", min(n_ch, 32), bounds=(1, n_ch))))
         cmap = c4.selectbox("Colours", ["viridis", "gray", "magma", "jet"], **ui.kept("fm_cmap", "viridis"))
-        fm = lens.feature_maps(ctx, pick, layer, scale)
+        fm = compute.feature_maps(ctx, pick, layer, scale)
         maps = fm["maps"][:min(count, n_ch)]
-        h = maps.shape[1]
-        grid = ui.viz.tile_image(maps, ncols=min(len(maps), 8), pad=2, factor=max(1, 64 // max(h, 1)), cmap=cmap)
+        h, w = maps.shape[1], maps.shape[2]
+        ncols = min(len(maps), 8)
+        grid = pictures.mosaic(maps, ncols=ncols, factor=pictures.fit_factor(w, ncols, GRID_PX), cmap=cmap)
+        st.markdown(f"**{layer}**: the first {len(maps)} of {n_ch} channels, each {h}×{w}.")
         left, right = st.columns([1, 4])
         with left:
-            st.image(ui.big(pick.x01, 192), caption=pick.caption, width="stretch")
+            probs = compute.probabilities(ctx, pick)
+            best = int(probs.argmax())
+            st.markdown(f"Prediction: **{ctx.classes[best]}** ({ui.pct(probs[best])})")
+            imagepick.ood_notice(ctx, pick, probs)
+            st.image(pictures.enlarge(pick.x01, 192), caption=pick.caption, width="stretch")
             if pick.original is not None:
                 st.image(pick.original, caption="the upload as sent", width="stretch")
-            probs = lens.probabilities(ctx, pick)
-            best = int(probs.argmax())
-            st.markdown(f"Prediction: **{ctx.classes[best]}** ({probs[best]:.0%})")
         with right, st.container(key="fm_grid"):
-            st.image(grid, caption=f"{layer}: the first {len(maps)} of {n_ch} channels, each {h}×{maps.shape[2]} "
-                                   "(bright = strong activation)", width=min(grid.shape[1], 1000))
+            st.image(grid, caption=f"{layer}: the first {len(maps)} of {n_ch} channels, each {h}×{w} "
+                                   "(bright = strong activation)", width="stretch")
             lo, hi = float(fm["min"][:len(maps)].min()), float(fm["max"][:len(maps)].max())
             st.caption(f"Raw activations of the channels shown range from {lo:.3g} to {hi:.3g}. "
                        "After a ReLU, black means exactly zero: the detector found nothing there.")
             ui.download_png(grid, f"feature-maps-{layer}.png", key="fm_png")
-
-lens.prefetch(ctx)   # warm the caches the other pages read (background, once per checkpoint)

@@ -3,22 +3,23 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-import lens
+import compute
+import frame
+import testdata
 import ui
 
-ctx = lens.setup(
-    "Evaluation",
+ctx = frame.begin(
     "How the model does on test images it never trained on. In the **confusion matrix** each row is the true "
     "class and each column the predicted one: the diagonal holds the correct answers, every other cell a "
     "specific mix-up — click one to see its images. The **reliability diagram** asks whether the model's "
-    "confidence can be trusted: a well-calibrated model is right 80% of the time when it says 80%.", icon="🎯")
+    "confidence can be trusted: a well-calibrated model is right 80% of the time when it says 80%.")
 
-pixels = lens.test_pixels(ctx, notice=False)
-preds, rep = ui.checked("evaluating the test split", lens.evaluation, ctx, pixels)
+pixels = testdata.test_pixels(ctx, notice=False)
+preds, rep = ui.checked("evaluating the test split", compute.evaluation, ctx, pixels)
 if rep is None:
-    st.warning("This checkpoint stores no test predictions (its training did not finish) and the test images "
-               "are not on disk, so there is nothing to evaluate yet.")
-    lens.test_pixels(ctx, why="Evaluating this checkpoint")
+    st.warning("This checkpoint stores no test predictions (its training did not finish, or it was imported) and "
+               "the test images are not on disk, so there is nothing to evaluate yet.")
+    testdata.test_pixels(ctx, why="Evaluating this checkpoint")
     st.stop()
 classes = ctx.classes
 K = len(classes)
@@ -47,13 +48,12 @@ def _cell_clicked():
 
 with ui.guard("drawing the confusion matrix"):
     st.subheader("Confusion matrix")
-    cm = np.array(rep["confusion_matrix"])
-    cmn = np.array(rep["confusion_normalized"])
+    cm, cmn = np.array(rep["confusion_matrix"]), np.array(rep["confusion_normalized"])
     mode = st.radio("Show", ["Counts", "Normalized by row"], horizontal=True, **ui.kept("eval_norm", "Counts"),
                     help="Normalized: each row sums to 100%, so the diagonal is each class's recall.")
     normalized = mode != "Counts"
     z = cmn if normalized else cm
-    text = [[(f"{v:.0%}" if normalized else f"{v:d}") for v in row] for row in z.tolist()]
+    text = [[(ui.pct(v) if normalized else f"{v:d}") for v in row] for row in z.tolist()]
     fig = go.Figure(go.Heatmap(z=z, x=classes, y=classes, colorscale="Blues", text=text,
                                texttemplate="%{text}" if K <= 20 else None, hoverinfo="skip",
                                zmin=0, zmax=1 if normalized else None,
@@ -66,52 +66,50 @@ with ui.guard("drawing the confusion matrix"):
         marker=dict(symbol="square", size=int(cell * 0.9), color="rgba(0,0,0,0)"),
         selected=dict(marker=dict(color="rgba(255,165,0,0.45)")), unselected=dict(marker=dict(opacity=0)),
         hovertemplate="true <b>%{y}</b>, predicted <b>%{x}</b><br>%{customdata[0]} images "
-                      "(%{customdata[1]:.1%} of the row)<extra>click to see them</extra>"))
+                      f"(%{{customdata[1]:{ui.PCT_D3}}} of the row)<extra>click to see them</extra>"))
     fig.update_xaxes(title_text="predicted class", tickangle=-45 if K > 6 else 0, range=[-0.5, K - 0.5],
                      showgrid=False, zeroline=False)
     fig.update_yaxes(title_text="true class", range=[K - 0.5, -0.5], showgrid=False, zeroline=False)
     fig.update_layout(height=max(380, min(900, 40 * K + 180)), margin=dict(t=10, b=10, l=10, r=10),
                       clickmode="event+select", plot_bgcolor="rgba(0,0,0,0)")
     ui.show_chart(fig, key="eval_cm", filename="confusion-matrix", on_select=_cell_clicked,
-                    selection_mode=("points",))
+                  selection_mode=("points",))
     cm_rows = [{"true class": c, **{p: int(v) for p, v in zip(classes, row)}} for c, row in zip(classes, cm.tolist())]
     ui.download_csv(cm_rows, "confusion-matrix.csv", key="eval_cm_csv", label="Download the matrix (CSV)")
 
 with ui.guard("showing the images of a cell"):
-    off = cm.copy()
-    np.fill_diagonal(off, -1)
-    worst_t, worst_p = np.unravel_index(int(off.argmax()), off.shape) if K > 1 else (0, 0)
+    worst = rep["most_confused"][0] if rep.get("most_confused") else {"true": 0, "pred": 0}
     st.markdown("**Images behind one cell** — click a cell above, or choose it here "
                 "(the most common mix-up is preselected):")
     c1, c2, c3 = st.columns([2, 2, 1])
-    t_name = c1.selectbox("True class", classes, **ui.kept("eval_true", classes[worst_t], classes))
-    p_name = c2.selectbox("Predicted class", classes, **ui.kept("eval_pred", classes[worst_p], classes))
+    t_name = c1.selectbox("True class", classes, **ui.kept("eval_true", classes[worst["true"]], classes))
+    p_name = c2.selectbox("Predicted class", classes, **ui.kept("eval_pred", classes[worst["pred"]], classes))
     limit = c3.number_input("Show at most", 8, 200, step=8, **ui.kept("eval_limit", 32))
     t, p = classes.index(t_name), classes.index(p_name)
-    res = lens.query_cell(preds, t, p, sort="confidence", limit=int(limit),
-                     images=pixels[0] if pixels is not None else None)
+    res = compute.query_cell(preds, t, p, sort="confidence", limit=int(limit),
+                             images=pixels[0] if pixels is not None else None)
     verdict = "correct" if t == p else "mistakes"
     st.markdown(f"{res['count']} test images of **{t_name}** predicted as **{p_name}** ({verdict}), "
                 "most confident first.")
     if res["count"] and res["images"] is not None:
-        caps = [f"#{i} · {c:.0%}" for i, c in zip(res["indices"].tolist(), res["confidence"].tolist())]
+        caps = [f"#{i} · {ui.pct(c)}" for i, c in zip(res["indices"].tolist(), res["confidence"].tolist())]
         ui.image_grid(res["images"], caps, key="eval_cell_grid")
     elif res["count"]:
-        lens.test_pixels(ctx, why="Showing the images of a cell")
-        st.dataframe([{"index": int(i), "confidence": round(float(c), 4)}
-                      for i, c in zip(res["indices"], res["confidence"])], hide_index=True, key="eval_cell_table")
+        testdata.test_pixels(ctx, why="Showing the images of a cell")
+        st.dataframe([{"index": int(i), "confidence": ui.pct(c)} for i, c in zip(res["indices"], res["confidence"])],
+                     hide_index=True, key="eval_cell_table")
 
 with ui.guard("drawing the per-class table"):
     st.subheader("Per-class precision, recall and F1")
     st.markdown("**Precision**: of the images predicted as this class, the share that really are. "
                 "**Recall**: of this class's images, the share found. **F1** balances both.")
-    per_class = [{"class": r["class"], "precision": round(r["precision"], 4), "recall": round(r["recall"], 4),
-                  "F1": round(r["f1"], 4), "support": r["support"]} for r in rep["per_class"]]
-    per_class.append({"class": "macro average", "precision": round(rep["macro"]["precision"], 4),
-                      "recall": round(rep["macro"]["recall"], 4), "F1": round(rep["macro"]["f1"], 4),
-                      "support": rep["n"]})
+    per_class = [{"class": r["class"], "precision": 100 * r["precision"], "recall": 100 * r["recall"],
+                  "F1": 100 * r["f1"], "support": r["support"]} for r in rep["per_class"]]
+    per_class.append({"class": "macro average", "precision": 100 * rep["macro"]["precision"],
+                      "recall": 100 * rep["macro"]["recall"], "F1": 100 * rep["macro"]["f1"], "support": rep["n"]})
     st.dataframe(per_class, hide_index=True, width="stretch", key="eval_per_class",
-                 column_config={k: st.column_config.ProgressColumn(k, min_value=0.0, max_value=1.0, format="percent")
+                 column_config={k: st.column_config.ProgressColumn(k, min_value=0.0, max_value=100.0,
+                                                                   format="%.1f%%")
                                 for k in ("precision", "recall", "F1")})
     ui.download_csv(per_class, "per-class-metrics.csv", key="eval_per_class_csv")
 
@@ -125,8 +123,8 @@ with ui.guard("drawing the reliability diagram"):
     rel.add_trace(go.Bar(x=[centers[i] for i in filled], y=[cal["accuracy"][i] for i in filled], width=width * 0.95,
                          name="accuracy in the bin", marker_color="#1f77b4",
                          customdata=[[cal["count"][i], cal["confidence"][i]] for i in filled],
-                         hovertemplate="confidence %{customdata[1]:.2f}<br>accuracy %{y:.2f}<br>"
-                                       "%{customdata[0]} images<extra></extra>"))
+                         hovertemplate=f"confidence %{{customdata[1]:{ui.PCT_D3}}}<br>accuracy %{{y:{ui.PCT_D3}}}"
+                                       "<br>%{customdata[0]} images<extra></extra>"))
     rel.add_trace(go.Scatter(x=[centers[i] for i in filled], y=[cal["confidence"][i] for i in filled],
                              mode="markers", name="mean confidence in the bin",
                              marker=dict(color="#d62728", symbol="line-ew-open", size=18, line=dict(width=3))))
@@ -146,5 +144,3 @@ with ui.guard("drawing the reliability diagram"):
                      "mean confidence": cal["confidence"][i], "accuracy": cal["accuracy"][i]}
                     for i in range(len(cal["count"]))]
         ui.download_csv(cal_rows, "calibration-bins.csv", key="eval_cal_csv")
-
-lens.prefetch(ctx)   # warm the caches the other pages read (background, once per checkpoint)

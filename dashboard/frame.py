@@ -1,0 +1,76 @@
+"""The frame around the pages: the one page list (navigation and the Home page's links), the checkpoint the
+frame opened for this run, and the header every page starts with (`ctx = frame.begin(intro)`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+import checkpoints
+from checkpoints import Ctx
+
+_STATE = "frame.current"          # session state: (ctx, problem, page title) of this run
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str        # relative to dashboard/
+    title: str
+    icon: str        # a Material icon (emoji need a colour-emoji font the browser may lack)
+    url: str
+    blurb: str       # what the page shows (Home's "Where to go next")
+
+
+PAGES = [
+    Entry("views/home.py", "Home", ":material/home:", "home", "the checkpoint's summary card and its architecture"),
+    Entry("views/training.py", "Training", ":material/show_chart:", "Training", "how loss and accuracy moved, epoch by epoch; compare runs"),
+    Entry("views/evaluation.py", "Evaluation", ":material/grid_on:", "Evaluation", "confusion matrix, per-class scores, calibration"),
+    Entry("views/errors.py", "Errors", ":material/error:", "Errors", "the misclassified images, and why the model chose wrong"),
+    Entry("views/filters.py", "Filters", ":material/filter:", "Filters", "the first layer's kernels, and how they formed in training"),
+    Entry("views/feature_maps.py", "Feature maps", ":material/layers:", "Feature_maps",
+          "what each layer's channels respond to in one image"),
+    Entry("views/saliency.py", "Saliency", ":material/local_fire_department:", "Saliency", "which pixels drove a prediction, with eight methods"),
+    Entry("views/embeddings.py", "Embeddings", ":material/scatter_plot:", "Embeddings",
+          "the whole test set as a 2-D map of the network's features"),
+]
+
+
+def navigation():
+    """st.navigation over PAGES (Home first and default); returns the page to run."""
+    pages = [st.Page(e.path, title=e.title, icon=e.icon, url_path=None if i == 0 else e.url, default=i == 0)
+             for i, e in enumerate(PAGES)]
+    return st.navigation(pages)
+
+
+def set_current(ctx: Ctx | None, problem: str | None, title: str) -> None:
+    st.session_state[_STATE] = (ctx, problem, title)
+
+
+def begin(intro: str, title: str | None = None, needs_model: bool = True) -> Ctx | None:
+    """Title and the learner's introduction; returns the open checkpoint. Without one, says why (or how to
+    train one) and, when the page needs a model, ends the page there."""
+    ctx, problem, page_title = st.session_state.get(_STATE, (None, None, "CNN Lens"))
+    st.title(title or page_title)
+    st.markdown(intro)
+    if ctx is not None:
+        return ctx
+    if problem:
+        st.warning("No checkpoint is open: the sidebar says what is wrong. Pick another checkpoint there, "
+                   "or upload one.")
+    else:
+        no_checkpoint_help()
+    if needs_model:
+        st.stop()
+    return None
+
+
+def no_checkpoint_help() -> None:
+    st.info(f"No checkpoint yet in `{checkpoints.checkpoint_dir()}`. Train one from the repository root "
+            "(about 5 minutes on a laptop CPU), then reload this page — or upload a `.pt` file in the sidebar:")
+    st.code(checkpoints.TRAIN_COMMAND, language="bash")
+
+
+def links() -> None:
+    """'Where to go next': one link per page after Home, from PAGES."""
+    for e in PAGES[1:]:
+        st.page_link(e.path, label=f"**{e.title}** — {e.blurb}", icon=e.icon)

@@ -1,0 +1,116 @@
+"""One image for the model: the picker of the Feature maps and Saliency pages (a test image by class and
+position, or an upload), decoded uploads (st.cache_data), and the out-of-distribution hint for uploads."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+import adapters
+import compute
+import testdata
+import ui
+from checkpoints import Ctx
+from cnnlib.errors import CNNLibError
+
+log = logging.getLogger("cnnlens")
+
+
+@dataclass
+class Picked:
+    """One image for the model: x01 float32 (C, H, W) in [0, 1] at the model's size."""
+    key: str                 # cache key (test index + dataset, or the upload's hash + input shape)
+    x01: np.ndarray
+    caption: str
+    label: int | None = None              # true class when known (test images)
+    original: np.ndarray | None = None    # the upload before resizing (thumbnail), for display
+
+    @property
+    def uploaded(self) -> bool:
+        return self.key.startswith("upload:")
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _decode_upload(sha: str, shape: tuple, prep: str, _blob: bytes, _preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    from cnnlib import images
+    im = images.load_image(_blob)
+    x01 = images.to_model_input(im, list(shape), _preprocessing).numpy()
+    thumb = im.copy()
+    thumb.thumbnail((256, 256), Image.Resampling.LANCZOS)
+    return x01, np.asarray(thumb.convert("RGB"))
+
+
+def test_image(ctx: Ctx, x: np.ndarray, y: np.ndarray, idx: int) -> Picked:
+    """Test image `idx` of the test pixels (x, y) as a Picked (one cache key format everywhere)."""
+    label = int(y[idx])
+    return Picked(f"test:{testdata.pixels_key(ctx)}:{idx}", x[idx].astype(np.float32) / 255.0,
+                  f"test image #{idx} · true class: {ctx.classes[label]}", label)
+
+
+def upload(ctx: Ctx, up) -> Picked | None:
+    """An st.file_uploader file as a Picked; st.error (one sentence) and None when it is not a usable image."""
+    blob = up.getvalue()
+    sha = hashlib.sha256(blob).hexdigest()
+    prep = ctx.meta.get("preprocessing")
+    try:
+        x01, thumb = _decode_upload(sha, tuple(ctx.meta["input_shape"]), repr(prep), blob, prep)
+    except CNNLibError as e:
+        st.error(f"{up.name} cannot be used: {ui.one_sentence(str(e))}")
+        return None
+    except Exception as e:  # noqa: BLE001 - hostile files must end in a sentence, not a traceback
+        log.exception("decoding upload %s", up.name)
+        st.error(f"{up.name} cannot be used: it could not be decoded as an image ({type(e).__name__}).")
+        return None
+    return Picked(f"upload:{sha}:{ctx.meta['input_shape']}:{hash(repr(prep))}", x01,
+                  f"{up.name} (resized to the model's input)", None, thumb)
+
+
+def pick_image(ctx: Ctx, prefix: str) -> Picked | None:
+    """A test image (by class and position, when the test pixels are on disk) or an upload. Shows st.error for
+    a bad upload and returns None when there is nothing to show."""
+    pixels = testdata.test_pixels(ctx, notice=False)
+    sources = ["Test image", "Upload an image"] if pixels is not None else ["Upload an image"]
+    src = st.radio("Image", sources, horizontal=True, **ui.kept(f"{prefix}_src", sources[0], sources))
+    if src == "Test image":
+        x, y = pixels
+        names = ["any class"] + ctx.classes
+        c1, c2 = st.columns([1, 2])
+        cls = c1.selectbox("Class", names, **ui.kept(f"{prefix}_class", "any class", names))
+        pool = np.arange(len(y)) if cls == "any class" else np.flatnonzero(y == ctx.classes.index(cls))
+        if len(pool) == 0:
+            st.warning(f"The test split has no {cls} images.")
+            return None
+        if len(pool) > 1:
+            pos = c2.slider(f"Which one ({len(pool)} images)", 1, len(pool),
+                            **ui.kept(f"{prefix}_pos", 1, bounds=(1, len(pool))))
+        else:
+            pos = 1
+            c2.caption("The only test image of this class.")
+        return test_image(ctx, x, y, int(pool[pos - 1]))
+    up = st.file_uploader("Upload an image (PNG, JPEG, …)", type=adapters.image_types(), key=f"{prefix}_upload")
+    if pixels is None:
+        st.caption("No test images on disk: upload any picture; it is resized to the model's input size.")
+    if up is None:
+        st.info("Upload an image to see what the model makes of it.")
+        return None
+    return upload(ctx, up)
+
+
+def ood_notice(ctx: Ctx, pick: Picked, probs: np.ndarray) -> None:
+    """For uploads: st.warning with cnnlib's sentence when the image is unlike the training data."""
+    if not pick.uploaded:
+        return
+    try:
+        pixels = testdata.test_pixels(ctx, notice=False)
+        reference = compute.ood_reference(pixels, testdata.pixels_key(ctx))
+        sentence = adapters.ood_warning(ctx.meta, pick.x01, probs, reference)
+    except Exception:  # noqa: BLE001 - a missing hint must never cost the page
+        log.debug("ood_warning failed", exc_info=True)
+        return
+    if sentence:
+        st.warning(sentence, icon=":material/help:")

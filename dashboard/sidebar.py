@@ -1,0 +1,115 @@
+"""The sidebar every page shares: checkpoint picker, checkpoint upload, Data folder, and how to import your
+own model. `draw()` returns the open checkpoint (or the one sentence that says why none is open)."""
+from __future__ import annotations
+
+import logging
+import os
+
+import streamlit as st
+
+import checkpoints
+import ui
+from checkpoints import Ctx
+from cnnlib.errors import CNNLibError
+
+log = logging.getLogger("cnnlens")
+_BAD_UPLOADS = "sidebar.bad_uploads"      # session state: {sha256: sentence} (refused uploads are not retried)
+
+
+def resolve_data(typed: str) -> str:
+    """The Data folder as cnnlib wants it: a named dataset as is, a relative path from the repository root."""
+    from adapters import named_datasets
+    text = typed.strip()
+    if not text or text.lower() in named_datasets():
+        return text.lower()
+    p = os.path.expanduser(text)
+    return p if os.path.isabs(p) else str(checkpoints.REPO_ROOT / p)
+
+
+def _upload_box() -> str | None:
+    """The checkpoint uploader; a good upload becomes the picker's choice. Returns the error sentence or None."""
+    import hashlib
+    up = st.file_uploader("…or upload a checkpoint (.pt)", type=["pt", "pth"], key="side_upload",
+                          help="A checkpoint written by `python -m cnnlib train` (or `import`). It stays "
+                               "available on every page for this browser session.")
+    if up is None:
+        return None
+    blob = up.getvalue()
+    sha = hashlib.sha256(blob).hexdigest()
+    bad = st.session_state.setdefault(_BAD_UPLOADS, {})
+    if sha in bad:
+        return bad[sha]
+    if sha in checkpoints.uploads():
+        return None
+    try:
+        choice = checkpoints.add_upload(up.name, blob)
+    except CNNLibError as e:
+        bad[sha] = f"{up.name} cannot be used: {_lower_first(ui.one_sentence(str(e)))}"
+    except Exception as e:  # noqa: BLE001 - a hostile file must never reach a traceback
+        log.exception("upload %s", up.name)
+        bad[sha] = f"{up.name} cannot be used: it could not be read as a checkpoint ({type(e).__name__})."
+    else:
+        ui.remember("side_ckpt", choice)
+        return None
+    return bad[sha]
+
+
+def _lower_first(s: str) -> str:
+    return s[:1].lower() + s[1:] if s[:2] != s[:2].upper() else s
+
+
+def _import_help() -> None:
+    with st.expander("Import your own model"):
+        st.markdown("Weights trained elsewhere become a checkpoint the dashboard can open with one command "
+                    "(run it from the repository root):")
+        st.code(checkpoints.IMPORT_COMMAND, language="bash")
+        st.markdown("- `WEIGHTS`: the weights file (a PyTorch state dict, checkpoint or `.safetensors`).\n"
+                    "- `--model NAME`: the architecture they belong to (`simple_cnn`, `resnet9`, …).\n"
+                    "- `--data PATH`: the dataset it was trained on (a named one or an ImageFolder tree), "
+                    "for class names, input size and test images.\n"
+                    "- `--out`: where the checkpoint goes; files in `checkpoints/` appear in the picker above.")
+        st.caption("An imported model has no training history, so the Training and Filters pages have less "
+                   "to show for it.")
+
+
+def draw() -> tuple[Ctx | None, str | None]:
+    """Draw the sidebar; returns (ctx, None) or (None, the one sentence saying why no checkpoint is open)."""
+    top, bottom = st.sidebar.container(), st.sidebar.container()
+    with bottom:
+        upload_error = _upload_box()
+        if upload_error:
+            st.error(upload_error)
+    with top:
+        choices = checkpoints.checkpoint_choices()
+        if choices:
+            st.selectbox("Checkpoint", choices, format_func=checkpoints.choice_label,
+                         help=f"Newest first, from {checkpoints.checkpoint_dir()} "
+                              f"(set {checkpoints.CHECKPOINTS_ENV} to look elsewhere).",
+                         **ui.kept("side_ckpt", choices[0], choices))
+        else:
+            st.caption(f"No checkpoints in `{checkpoints.checkpoint_dir()}` yet.")
+        st.text_input("Data folder (optional)", placeholder="the checkpoint's own dataset",
+                      help="Where the test images are: an ImageFolder tree (train/<class>/…, test/<class>/…) "
+                           "or cifar10 / mnist / fashion-mnist. Empty: the dataset recorded in the checkpoint. "
+                           "Relative paths start at the repository root.",
+                      **ui.kept("side_data", ""))
+        ctx, problem = None, None
+        choice = ui.value("side_ckpt") if choices else None
+        if choice:
+            try:
+                ctx = checkpoints.open_choice(choice, resolve_data(ui.value("side_data") or ""))
+            except CNNLibError as e:
+                problem = f"{checkpoints.choice_label(choice).split(' · ')[0]} cannot be opened: " \
+                          f"{_lower_first(ui.one_sentence(str(e)))}"
+            except Exception as e:  # noqa: BLE001
+                log.exception("opening %s", choice)
+                problem = (f"{checkpoints.choice_label(choice).split(' · ')[0]} cannot be opened: it is not a "
+                           f"readable checkpoint ({type(e).__name__}).")
+        if problem:
+            st.error(problem)
+        elif ctx is not None:
+            st.caption(f"{ctx.meta['model']['name']} · {len(ctx.classes)} classes · "
+                       f"input {'×'.join(map(str, ctx.meta['input_shape']))}")
+    with bottom:
+        _import_help()
+    return ctx, problem or upload_error

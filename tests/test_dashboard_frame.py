@@ -1,0 +1,291 @@
+"""The dashboard's frame (dashboard/Home.py + frame, sidebar, checkpoints, testdata, warmup, ui) with AppTest:
+the page list, the checkpoint picker and uploads, persistence across pages, bad checkpoints in one sentence,
+missing test pixels, the module layout rules."""
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_dashboard_support import (DASH, _env, app, block, go, has_widget, images_in, imported_ckpt,  # noqa: F401
+                                    misses, ok, one_true_sentence, texts, widget, chart, png)
+
+import checkpoints  # noqa: E402
+import frame  # noqa: E402
+import ui  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Setting backward hooks on ReLU")
+
+
+# ----------------------------------------------------------------------------- structure
+
+def test_layout_pages_are_thin_and_modules_small():
+    """No dashboard module over ~300 lines; no pages/ directory; views import dashboard modules only (no cnnlib,
+    no torch), and read no other module's private session keys."""
+    assert not (DASH / "pages").exists() and not (DASH / "lens.py").exists()
+    for f in DASH.rglob("*.py"):
+        assert len(f.read_text().splitlines()) <= 310, f
+    own = {p.stem for p in DASH.glob("*.py")}
+    for f in (DASH / "views").glob("*.py"):
+        src = f.read_text()
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for n in names:
+                    top = n.split(".")[0]
+                    assert top in own | {"streamlit", "plotly", "numpy", "math"}, (f.name, n)
+        assert "_keep_" not in src and "_lens_uploads" not in src and "COMPUTE_COUNTS" not in src, f.name
+        assert "meta[\"metrics\"]" not in src and "get(\"metrics\")" not in src, f.name
+    assert "COMPUTE_COUNTS" not in "".join(p.read_text() for p in DASH.rglob("*.py"))
+
+
+def test_one_page_list_for_navigation_and_links(lens_checkpoints):
+    at = app()
+    titles = [e.title for e in frame.PAGES]
+    assert titles == ["Home", "Training", "Evaluation", "Errors", "Filters", "Feature maps", "Saliency", "Embeddings"]
+    links = at.get("page_link")
+    assert len(links) == len(frame.PAGES) - 1
+    for link, entry in zip(links, frame.PAGES[1:]):
+        assert entry.title in link.proto.label and entry.blurb in link.proto.label
+
+
+# ----------------------------------------------------------------------------- home, picker, persistence
+
+def test_home_without_a_checkpoint_says_how_to_train_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path))
+    at = app()
+    assert [c.value for c in at.code if c.value.startswith("python -m cnnlib train")] == [checkpoints.TRAIN_COMMAND]
+    assert "No checkpoint yet" in texts(at)
+    go(at, "Evaluation")
+    assert checkpoints.TRAIN_COMMAND in [c.value for c in at.code]
+    assert not at.metric                                     # the page stopped after saying so
+
+
+def test_home_summary_card_and_architecture(lens_checkpoints):
+    at = app()
+    picker = widget(at, "side_ckpt")
+    assert picker.options[:2] == [checkpoints.choice_label(lens_checkpoints["wrong"]),
+                                  checkpoints.choice_label(lens_checkpoints["tiny"])]          # newest first
+    assert picker.value == lens_checkpoints["wrong"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Model"] == "simple_cnn" and metrics["Epochs"] == "3"
+    assert metrics["Test accuracy"] == ui.pct(lens_checkpoints["accuracy"])
+    assert set(metrics) >= {"Dataset", "Parameters", "Best validation accuracy", "Training time", "Trained on"}
+    table = at.dataframe[0].value
+    assert list(table["layer"])[:4] == ["conv1", "bn1", "relu1", "pool1"]
+    assert table["receptive field"].iloc[0] == "3×3 px"
+    assert [b.label for b in at.get("download_button")] == ["Download CSV"]
+    assert chart(at, "home_rf")["data"][0]["type"] == "bar"
+
+
+def test_architecture_table_uses_the_full_width():
+    """Defect: the ResNet table was clipped on the right in a 3:2 column beside the chart."""
+    at = app()
+    table = at.dataframe[0]
+    path = _path_to(at.main, table)
+    assert path and not any(getattr(n, "type", None) == "column" for n in path)    # not squeezed into a column
+
+
+def _descendants(node):
+    for c in getattr(node, "children", {}).values():
+        yield c
+        yield from _descendants(c)
+
+
+def _path_to(root, target, trail=()):
+    for c in getattr(root, "children", {}).values():
+        if c is target:
+            return trail + (c,)
+        found = _path_to(c, target, trail + (c,))
+        if found:
+            return found
+    return ()
+
+
+def test_checkpoint_choice_and_widgets_persist_across_pages(lens_checkpoints):
+    at = app()
+    widget(at, "side_ckpt").set_value(lens_checkpoints["tiny"]).run()
+    ok(at)
+    assert at.metric[0].value == "simple_cnn" and "tiny.pt" in texts(at)
+    go(at, "Evaluation")
+    assert widget(at, "side_ckpt").value == lens_checkpoints["tiny"]
+    assert at.metric[0].value == "100.0%"                       # tiny.pt classifies every test image right
+    widget(at, "eval_norm").set_value("Normalized by row").run()
+    ok(at)
+    go(at, "Errors")
+    go(at, "Evaluation")
+    assert widget(at, "eval_norm").value == "Normalized by row"
+    assert widget(at, "side_ckpt").value == lens_checkpoints["tiny"]
+
+
+def test_import_your_own_model_help():
+    at = app()
+    assert checkpoints.IMPORT_COMMAND in [c.value for c in at.code]
+    assert checkpoints.IMPORT_COMMAND == ("python -m cnnlib import WEIGHTS --model NAME --data PATH "
+                                          "--out checkpoints/NAME.pt")
+    help_text = " ".join(m.value for m in at.sidebar.markdown)
+    assert all(flag in help_text for flag in ("`WEIGHTS`", "`--model NAME`", "`--data PATH`", "`--out`"))
+
+
+# ----------------------------------------------------------------------------- bad checkpoints
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def _bad_files(folder: Path, lens_checkpoints) -> dict[str, Path]:
+    folder.mkdir(exist_ok=True)
+    files = {"random": folder / "random.pt", "text": folder / "notes.pt", "empty": folder / "empty.pt",
+             "evil": folder / "evil.pt", "other_arch": folder / "other.pt"}
+    files["random"].write_bytes(os.urandom(4096))
+    files["text"].write_text("these are my notes, not a checkpoint\n" * 20)
+    files["empty"].write_bytes(b"")
+    torch.save({"x": Evil()}, files["evil"])
+    ckpt = torch.load(lens_checkpoints["tiny"], weights_only=True)
+    ckpt["model"] = {"name": "resnet9", "kwargs": {"num_classes": 4, "in_channels": 3}}
+    torch.save(ckpt, files["other_arch"])
+    return files
+
+
+@pytest.mark.parametrize("kind", ["random", "text", "empty", "evil", "other_arch"])
+def test_bad_checkpoint_on_disk_gives_one_sentence_in_the_sidebar(kind, tmp_path, monkeypatch, lens_checkpoints):
+    files = _bad_files(tmp_path / "bad", lens_checkpoints)
+    only = tmp_path / "only"
+    only.mkdir()
+    os.replace(files[kind], only / files[kind].name)
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(only))
+    at = app(errors=True)
+    side = [e.value for e in at.sidebar.error]
+    assert len(side) == 1 and len(at.error) == 1, at.error
+    assert side[0].startswith(f"{files[kind].name} cannot be opened: ") and one_true_sentence(side[0]), side[0]
+    if kind == "evil":
+        assert "refused" in side[0]
+    assert "No checkpoint is open" in texts(at)
+    go(at, "Saliency", errors=True)
+    assert len(at.error) == 1 and not images_in(at.main)
+
+
+@pytest.mark.parametrize("blob", [b"", os.urandom(2000), b"hello, world\n" * 10], ids=["empty", "random", "text"])
+def test_bad_checkpoint_upload_gives_one_sentence(blob, lens_checkpoints):
+    at = app()
+    at.sidebar.file_uploader(key="side_upload").set_value(("broken.pt", blob, "application/octet-stream")).run()
+    ok(at, errors=True)
+    assert len(at.error) == 1 and at.error[0].value.startswith("broken.pt cannot be used: ")
+    assert one_true_sentence(at.error[0].value), at.error[0].value
+    assert widget(at, "side_ckpt").value == lens_checkpoints["wrong"]          # the open checkpoint stays
+
+
+def test_good_upload_becomes_the_checkpoint_on_every_page(lens_checkpoints):
+    at = app()
+    blob = Path(lens_checkpoints["tiny"]).read_bytes()
+    at.sidebar.file_uploader(key="side_upload").set_value(("mine.pt", blob, "application/octet-stream")).run()
+    ok(at)
+    assert widget(at, "side_ckpt").value.startswith("upload:")
+    assert checkpoints.choice_label(widget(at, "side_ckpt").value) == "mine.pt (uploaded)"
+    go(at, "Evaluation")
+    assert widget(at, "side_ckpt").value.startswith("upload:") and at.metric[0].value == "100.0%"
+
+
+def test_inconsistent_stored_predictions_say_so_once(tmp_path, monkeypatch, lens_checkpoints):
+    ckpt = torch.load(lens_checkpoints["nodata"], weights_only=True)
+    ckpt["test_predictions"]["probs"] = ckpt["test_predictions"]["probs"][:, :3]
+    (tmp_path / "odd").mkdir()
+    torch.save(ckpt, tmp_path / "odd" / "odd.pt")
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path / "odd"))
+    at = app()
+    for page in ("Evaluation", "Errors"):
+        go(at, page, errors=True)
+        assert len(at.error) == 1 and one_true_sentence(at.error[0].value), at.error
+
+
+def test_one_sentence_cuts_details():
+    assert ui.one_sentence("x.pt is not a readable PyTorch checkpoint (truncated): EOFError: Ran out of input") == \
+        "x.pt is not a readable PyTorch checkpoint (truncated)."
+    assert ui.one_sentence("x.pt was refused (it could run code). Detail: Weights only load failed. "
+                           "Re-running with weights_only=False ...\nline 2") == "x.pt was refused (it could run code)."
+
+
+# ----------------------------------------------------------------------------- missing test pixels
+
+def test_without_the_dataset_everything_else_works(lens_checkpoints, monkeypatch):
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", lens_checkpoints["nodata_dir"])
+    at = app("Training")
+    assert chart(at, "train_curves")["data"]
+    go(at, "Evaluation")
+    assert at.metric[0].value == ui.pct(lens_checkpoints["accuracy"])           # from the stored predictions
+    assert chart(at, "eval_cm") and chart(at, "eval_reliability")
+    go(at, "Errors")
+    headline = next(i.value for i in at.info if "needs the test images" in i.value)
+    sentence = headline.split("**", 2)[2].strip()
+    assert headline.startswith("**The image gallery needs the test images.**") and one_true_sentence(sentence), headline
+    assert "no-such-dataset" in sentence                                        # says what is wrong
+    assert at.expander and "Details" in [e.label for e in at.expander]
+    assert len(at.dataframe[0].value) >= 1                                       # the errors as a table
+    go(at, "Filters")
+    assert images_in(block(at, "filt_first"))
+    for page, prefix in (("Feature maps", "fm"), ("Saliency", "sal")):
+        go(at, page)
+        assert list(widget(at, f"{prefix}_src").options) == ["Upload an image"]
+        at.file_uploader(key=f"{prefix}_upload").set_value(("x.png", png(), "image/png")).run()
+        ok(at)
+        assert images_in(block(at, "fm_grid" if prefix == "fm" else "sal_result"))
+    go(at, "Embeddings")
+    assert "The embedding map needs the test images" in texts(at)
+    widget(at, "side_data").set_value(lens_checkpoints["data"]).run()           # the sidebar's Data folder
+    ok(at)
+    assert chart(at, "emb_chart")["data"]
+
+
+def test_a_wrong_data_folder_is_named_in_the_headline(lens_checkpoints, monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", lens_checkpoints["nodata_dir"])
+    at = app("Embeddings")
+    widget(at, "side_data").set_value(str(tmp_path / "typo-folder")).run()
+    ok(at)
+    headline = next(i.value for i in at.info if "needs the test images" in i.value)
+    assert "typo-folder" in headline and one_true_sentence(headline.split("**", 2)[2].strip()), headline
+
+
+def test_relative_data_folder_starts_at_the_repository_root(lens_checkpoints, monkeypatch):
+    import sidebar
+    assert sidebar.resolve_data("cifar10") == "cifar10"
+    assert sidebar.resolve_data("  Fashion-MNIST ") == "fashion-mnist"
+    assert sidebar.resolve_data(".cache/x") == str(checkpoints.REPO_ROOT / ".cache/x")
+    assert sidebar.resolve_data("/abs/y") == "/abs/y"
+
+
+# ----------------------------------------------------------------------------- the warm-up
+
+def test_warm_up_starts_once_per_checkpoint(lens_checkpoints, monkeypatch):
+    import time
+
+    import warmup
+    monkeypatch.setenv("CNNLENS_PREFETCH", "1")
+    monkeypatch.setattr(warmup, "_DONE", set())
+    started = []
+    monkeypatch.setattr(warmup, "_work", lambda ctx: started.append(ctx.key))
+    at = app()
+    go(at, "Training")
+    go(at, "Filters")
+    deadline = time.monotonic() + 10
+    while not started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(started) == 1 and started[0].startswith(lens_checkpoints["wrong"])
+    widget(at, "side_ckpt").set_value(lens_checkpoints["tiny"]).run()          # another checkpoint: its own
+    deadline = time.monotonic() + 10
+    while len(started) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(started) == 2 and started[1].startswith(lens_checkpoints["tiny"])
+
+
+def test_warm_up_fills_the_caches_the_pages_read(lens_checkpoints, misses):
+    """After the warm-up of a checkpoint nobody opened yet, the Evaluation page computes nothing."""
+    import checkpoints as ck
+    import warmup
+    ctx = ck.open_choice(lens_checkpoints["tiny"])
+    ctx.key += ":warm"                                   # a cache key no other test used
+    warmup._work(ctx)
+    assert misses["predictions_for"] == 1 and misses["compute_report"] >= 1 and misses["embed"] == 1
