@@ -16,6 +16,27 @@ Heatmaps: gradient methods use sum_c |attribution_c|; Grad-CAM its (ReLU'd)
 map; Occlusion the positive part of the output drop. `raw` is the signed sum
 over channels (Integrated Gradients: it sums to f(x) - f(baseline)); for
 Occlusion the channel mean (the drop in the target logit).
+
+The CAM family comes from pytorch_grad_cam (imported on first use: it is slow to
+import), on the same private copy, at the same layer as Grad-CAM
+(`default_gradcam_layer` unless `layer=` is given):
+
+    gradcam_pp   Grad-CAM++: channel weights from positive second-order gradient terms (sharper, several objects)
+    scorecam     Score-CAM: no gradients; a channel's weight is the target score of the image masked by that
+                 channel's upsampled map (one forward pass per channel, `batch_size` at a time)
+    layercam     LayerCAM: every position weighted by its own positive gradient (finer detail)
+    eigencam     EigenCAM: the first principal component of the layer's maps; class-agnostic (the target is
+                 ignored), its sign turned so that the larger part is positive (SVD's sign is arbitrary)
+    finercam     Finer-CAM: Grad-CAM of the target's logit minus the `comparisons` classes with the nearest
+                 logits (weighted by their probability, times `comparison_weight`): what tells it apart from
+                 the classes it is confused with
+
+For these, `cam` is the library's map at the layer's resolution (h', w') before normalisation, ReLU'd, and
+`raw` = the heatmap's magnitude its bilinear upsampling to (H, W), as for Grad-CAM; pytorch_grad_cam's own
+per-image [0, 1] scaling is not used, so scale="shared" compares magnitudes across images. pytorch_grad_cam
+calls `loss.backward()`, which writes `.grad` into the parameters: it runs on a copy whose parameters are
+fresh tensors sharing the weights' memory with requires_grad off (the input carries the gradient), so the
+shared model's parameters never get a `.grad`, and its hooks are released when the call ends (also on errors).
 """
 from __future__ import annotations
 
@@ -30,28 +51,35 @@ from torch import nn
 from .errors import CNNLibError
 from . import viz
 from .interpret import default_gradcam_layer
-from .modelops import Normalized, analysis_copy, as_image01, get_layer, model_device
+from .modelops import Normalized, analysis_copy, as_image01, capture, get_layer, model_device
 
 # Captum announces its (temporary) ReLU hooks on every Guided Backprop call; they are on a private copy.
 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations", module="captum")
 
+CAM_METHODS = ("gradcam_pp", "scorecam", "layercam", "eigencam", "finercam")    # through pytorch_grad_cam
 METHODS = ["saliency", "integrated_gradients", "smoothgrad", "input_x_gradient", "guided_backprop",
-           "gradcam", "guided_gradcam", "occlusion"]
+           "gradcam", "guided_gradcam", "occlusion", *CAM_METHODS]
 METHOD_LABELS = {"saliency": "Saliency", "integrated_gradients": "Integrated Gradients",
                  "smoothgrad": "SmoothGrad", "input_x_gradient": "Input × Gradient",
                  "guided_backprop": "Guided Backprop", "gradcam": "Grad-CAM",
-                 "guided_gradcam": "Guided Grad-CAM", "occlusion": "Occlusion"}
-LAYER_METHODS = ("gradcam", "guided_gradcam")
+                 "guided_gradcam": "Guided Grad-CAM", "occlusion": "Occlusion",
+                 "gradcam_pp": "Grad-CAM++", "scorecam": "Score-CAM", "layercam": "LayerCAM",
+                 "eigencam": "EigenCAM", "finercam": "Finer-CAM"}
+LAYER_METHODS = ("gradcam", "guided_gradcam", *CAM_METHODS)
 
 # Every option's default, in one place (the dashboard reads these; `option_defaults` resolves the ones that
 # depend on the image size). Units: n_steps = points on the straight path from the baseline (IG);
 # nt_samples = noisy copies averaged, stdev = noise std in [0, 1] pixel units (SmoothGrad);
 # window / stride = occlusion patch side and step in pixels (None: window = H // 8, at least 2;
-# stride = window // 2); baseline = what "absent" means: black, white or the training mean colour.
+# stride = window // 2); baseline = what "absent" means: black, white or the training mean colour;
+# batch_size = masked images per forward pass (Score-CAM); comparisons = how many of the classes with the
+# nearest logits Finer-CAM compares against, comparison_weight = its alpha (0: plain Grad-CAM).
 METHOD_OPTIONS: dict[str, dict] = {
     "integrated_gradients": {"n_steps": 50, "baseline": "black", "internal_batch_size": None},
     "smoothgrad": {"nt_samples": 25, "stdev": 0.15, "seed": 0, "nt_samples_batch_size": None},
     "occlusion": {"window": None, "stride": None, "baseline": "black", "perturbations_per_eval": 64},
+    "scorecam": {"batch_size": 64},
+    "finercam": {"comparisons": 3, "comparison_weight": 1.0},
 }
 BASELINES = ("black", "white", "mean")
 
@@ -105,7 +133,8 @@ def _attribute_one(wrapper: Normalized, image: torch.Tensor, method: str, target
     x = image.unsqueeze(0).to(model_device(wrapper)).clone().requires_grad_()     # (1, C, H, W)
     c, h, w = x.shape[1:]
     with torch.no_grad():
-        probs = torch.softmax(wrapper(x).float(), dim=1)[0]                           # (K,)
+        logits = wrapper(x).float()[0]                                                # (K,)
+        probs = torch.softmax(logits, dim=0)
     k = probs.numel()
     t = int(probs.argmax()) if target is None else int(target)
     if not 0 <= t < k:
@@ -128,6 +157,12 @@ def _attribute_one(wrapper: Normalized, image: torch.Tensor, method: str, target
         a = InputXGradient(wrapper).attribute(x, target=t)
     elif method == "guided_backprop":
         a = GuidedBackprop(wrapper).attribute(x, target=t)
+    elif method in CAM_METHODS:
+        out["layer"] = layer
+        cam = _pytorch_grad_cam(wrapper, x, method, t, layer, logits, opts)                  # (h', w') >= 0
+        out["cam"] = cam
+        a = LayerAttribution.interpolate(torch.from_numpy(cam)[None, None], (h, w),
+                                         interpolate_mode="bilinear")                         # (1, 1, H, W)
     elif method in LAYER_METHODS:
         out["layer"] = layer
         module = get_layer(wrapper.net, layer)
@@ -151,12 +186,64 @@ def _attribute_one(wrapper: Normalized, image: torch.Tensor, method: str, target
     if method == "occlusion":
         raw = a.mean(0)
         mag = raw.clamp_min(0)
-    elif method == "gradcam":
+    elif method == "gradcam" or method in CAM_METHODS:
         raw = mag = a[0].clamp_min(0)       # bilinear upsampling of a non-negative map stays non-negative
     else:
         raw, mag = a.sum(0), a.abs().sum(0)
     out.update(attribution=a.cpu().numpy(), raw=raw.cpu().numpy(), magnitude=mag.cpu().numpy())
     return out
+
+
+def _frozen_copy_parameters(net: nn.Module) -> nn.Module:
+    """Give a private copy its own Parameter objects (same memory, requires_grad off): a library that calls
+    loss.backward() then writes no .grad into the shared model's parameters (they are never touched)."""
+    for m in net.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None:
+                m._parameters[name] = nn.Parameter(p.detach(), requires_grad=False)
+    return net
+
+
+def _pytorch_grad_cam(wrapper: Normalized, x: torch.Tensor, method: str, t: int, layer: str,
+                      logits: torch.Tensor, opts: dict) -> np.ndarray:
+    """One CAM-family map (h', w') float32 >= 0 for target t, from pytorch_grad_cam at `layer`.
+
+    x (1, C, H, W) requires grad (the parameters of `wrapper` do not). The library's map is taken before
+    its min-max scaling and cv2 resize (its get_cam_image), so magnitudes stay comparable across images."""
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWeightedTarget
+    module = get_layer(wrapper.net, layer)
+    if method == "finercam":
+        cam = pgc.FinerCAM(wrapper, [module], base_method=pgc.GradCAM)
+        base = cam.base_cam
+        # the classes the model finds most alike: nearest logits to the target's, the target excluded
+        near = np.argsort(np.abs(logits.cpu().numpy() - float(logits[t])), kind="stable")
+        near = [int(c) for c in near if c != t][:max(int(opts["comparisons"]), 1)]
+        targets = [FinerWeightedTarget(t, near, float(opts["comparison_weight"]))]
+    else:
+        cls = {"gradcam_pp": pgc.GradCAMPlusPlus, "scorecam": pgc.ScoreCAM, "layercam": pgc.LayerCAM,
+               "eigencam": pgc.EigenCAM}[method]
+        cam = base = cls(wrapper, [module])
+        targets = [ClassifierOutputTarget(t)]
+        if method == "scorecam":
+            base.batch_size = int(opts["batch_size"])
+    kept = []
+    library_map = base.get_cam_image
+
+    def keep(*args, **kwargs):                # the per-layer map, before scaling: (1, h', w')
+        m = library_map(*args, **kwargs)
+        kept.append(m)
+        return m
+    base.get_cam_image = keep
+    try:
+        cam(x, targets=targets)
+    finally:
+        base.activations_and_grads.release()  # its forward hooks (on the private copy) go, also on errors
+        del base.get_cam_image                # back to the class method
+    m = np.nan_to_num(np.asarray(kept[-1][0], np.float32))                              # (h', w')
+    if method == "eigencam" and -m.min() > m.max():
+        m = -m                                # SVD's sign is arbitrary: make the larger part positive
+    return np.maximum(m, 0)
 
 
 def attribute_many(model: nn.Module, xs, method: str, targets=None, scale: str = "image", layer: str | None = None,
@@ -181,10 +268,18 @@ def attribute_many(model: nn.Module, xs, method: str, targets=None, scale: str =
     opts = {**defaults, **{k: v for k, v in opts.items() if v is not None and k in defaults}}
     with torch.inference_mode(False), torch.enable_grad():      # also inside a caller's no_grad / inference_mode
         net = analysis_copy(model)         # non-inplace activations, one module per call (Guided Backprop)
+        if method in CAM_METHODS:
+            _frozen_copy_parameters(net)
         if method in LAYER_METHODS:
             layer = layer or default_gradcam_layer(model)
             get_layer(net, layer)
         wrapper = Normalized(net, getattr(model, "meta", None)).eval()
+        if method in CAM_METHODS and images:     # pytorch_grad_cam fails obscurely on a non-spatial layer
+            with torch.no_grad(), capture(net, [layer]) as store:
+                wrapper(images[0][None].to(model_device(net)))
+            if not isinstance(store.get(layer), torch.Tensor) or store[layer].dim() != 4:
+                raise CNNLibError(f"{METHOD_LABELS[method]} needs a layer with a spatial output (C, h, w); "
+                                  f"{layer!r} gives {tuple(getattr(store.get(layer), 'shape', ()))[1:]}")
         results = [_attribute_one(wrapper, im, method, t, layer, opts) for im, t in zip(images, targets)]
     vmax = [_vmax(r["magnitude"], clip_percentile) for r in results]
     if scale == "shared":
@@ -203,12 +298,13 @@ def attribute(model: nn.Module, x01, method: str, target: int | None = None, lay
 
     Returns heatmap float32 (H, W) in [0, 1], raw float32 (H, W) (signed, unnormalized), attribution
     float32 (C, H, W) (Grad-CAM: (1, H, W)), overlay uint8 (H, W, 3), target, probs float32 (K,),
-    method, scale (the magnitude mapped to 1), and per method: layer + cam (h', w') (Grad-CAM),
-    delta (Integrated Gradients' completeness error).
-    Options: layer (Grad-CAM / Guided Grad-CAM; default `default_gradcam_layer`), n_steps,
+    method, scale (the magnitude mapped to 1), and per method: layer + cam (h', w') (Grad-CAM and the
+    CAM family), delta (Integrated Gradients' completeness error).
+    Options: layer (LAYER_METHODS; default `default_gradcam_layer`), n_steps,
     internal_batch_size, baseline ('black' | 'white' | 'mean' | number | tensor) for IG and Occlusion,
     nt_samples, stdev, seed (SmoothGrad), window, stride, perturbations_per_eval (Occlusion),
-    alpha, cmap, clip_percentile (heatmap scale at that percentile of the magnitude).
+    batch_size (Score-CAM), comparisons, comparison_weight (Finer-CAM), alpha, cmap,
+    clip_percentile (heatmap scale at that percentile of the magnitude).
     """
     return attribute_many(model, [x01], method, [target], layer=layer, **opts)[0]
 

@@ -198,3 +198,119 @@ def test_option_defaults_are_published_and_used():
         attribution.attribute(model, x01, "saliency", n_stesp=8)      # a typo is loud
     with pytest.raises(CNNLibError):
         attribution.option_defaults("lime", [3, 16, 16])
+
+
+# -----------------------------------------------------------------------------
+# the CAM family (pytorch_grad_cam)
+
+def hand_cam_model():
+    model = HandCAM().eval()
+    model.meta = {"classes": ["p", "q"], "input_shape": [1, 4, 4], "normalization": {"mean": [0.5], "std": [1.0]}}
+    return model, torch.linspace(0, 1, 16).view(1, 4, 4)
+
+
+def test_layercam_and_gradcam_pp_match_hand_computations():
+    model, x01 = hand_cam_model()
+    a = np.stack([np.maximum(x01[0].numpy() - 0.5, 0), np.maximum(0.5 - x01[0].numpy(), 0)])   # A_c (2, 4, 4)
+    W = np.array([[2.0, 1.0], [-1.0, 3.0]])
+    for t in (0, 1):
+        g = np.broadcast_to((W[t] / 16)[:, None, None], a.shape)      # d y_t / d A_c(i, j): the same everywhere
+        # LayerCAM: sum_c relu(g_c(i, j)) A_c(i, j)
+        r = attribution.attribute(model, x01, "layercam", target=t, layer="feat")
+        layer_cam = np.maximum((np.maximum(g, 0) * a).sum(0), 0)
+        np.testing.assert_allclose(r["cam"], layer_cam, atol=1e-6)
+        np.testing.assert_allclose(r["raw"], layer_cam, atol=1e-6)     # same resolution: no resampling
+        assert r["layer"] == "feat" and r["target"] == t
+        # Grad-CAM++ (Chattopadhay et al., eq. 19): alpha = g^2 / (2 g^2 + sum_ij A * g^3), w_c = sum alpha relu(g)
+        alpha = g ** 2 / (2 * g ** 2 + a.sum((1, 2), keepdims=True) * g ** 3 + 1e-6)
+        w = (alpha * np.maximum(g, 0)).sum((1, 2))
+        pp = attribution.attribute(model, x01, "gradcam_pp", target=t, layer="feat")
+        np.testing.assert_allclose(pp["cam"], np.maximum((w[:, None, None] * a).sum(0), 0), rtol=1e-5, atol=1e-6)
+
+
+def test_finercam_without_comparison_is_gradcam_and_eigencam_ignores_the_target():
+    model = make_model()
+    x01 = images(1, seed=3)[0].float() / 255
+    differs = []
+    for t in range(4):
+        plain = attribution.attribute(model, x01, "gradcam", target=t)
+        finer0 = attribution.attribute(model, x01, "finercam", target=t, comparison_weight=0.0)
+        np.testing.assert_allclose(finer0["cam"], plain["cam"], rtol=1e-4, atol=1e-6)
+        finer = attribution.attribute(model, x01, "finercam", target=t)
+        differs.append(not np.allclose(finer["cam"], plain["cam"]))
+    assert any(differs)                   # comparing against the nearest classes changes the map
+    e0 = attribution.attribute(model, x01, "eigencam", target=0)
+    e1 = attribution.attribute(model, x01, "eigencam", target=1)
+    np.testing.assert_array_equal(e0["cam"], e1["cam"])
+    assert e0["cam"].max() > 0
+
+
+def test_cam_family_contract_and_the_shared_model_is_left_as_found():
+    for train_mode in (False, True):
+        model = make_model()
+        model.train(train_mode)                     # the shared model's mode must not matter, nor change
+        snap = snapshot(model)
+        xs = images(2, seed=3)
+        keys = set(attribution.attribute(model, xs[0], "gradcam"))
+        for method in attribution.CAM_METHODS:
+            assert method in attribution.METHODS and method in attribution.LAYER_METHODS
+            assert method in attribution.METHOD_LABELS
+            with torch.inference_mode():
+                rs = attribution.attribute_many(model, xs, method, targets=[1, None], scale="shared")
+            for r in rs:
+                assert set(r) == keys
+                h = r["heatmap"]
+                assert h.shape == (16, 16) and h.dtype == np.float32 and h.min() >= 0 and h.max() <= 1
+                assert r["raw"].shape == (16, 16) and r["attribution"].shape == (1, 16, 16)
+                assert r["cam"].shape == (4, 4) and r["layer"] == "pool2" and r["overlay"].shape == (16, 16, 3)
+            assert rs[0]["target"] == 1 and rs[1]["target"] == int(rs[1]["probs"].argmax())
+            assert max(r["heatmap"].max() for r in rs) == pytest.approx(1.0)
+            assert_unchanged(model, snap)
+            assert all(p.grad is None for p in model.parameters())
+        with pytest.raises(CNNLibError, match="spatial output"):
+            attribution.attribute(model, xs[0], "scorecam", layer="fc1")
+        assert_unchanged(model, snap)
+    assert attribution.option_defaults("scorecam", [3, 16, 16]) == {"batch_size": 64}
+    assert attribution.option_defaults("finercam", [3, 16, 16]) == {"comparisons": 3, "comparison_weight": 1.0}
+    a = attribution.attribute(model, xs[0], "scorecam", batch_size=7)
+    b = attribution.attribute(model, xs[0], "scorecam")
+    np.testing.assert_allclose(a["cam"], b["cam"], rtol=1e-5, atol=1e-6)   # batching does not change the map
+    with pytest.raises(CNNLibError, match="unknown attribution option"):
+        attribution.attribute(model, xs[0], "finercam", comparisons_=2)
+
+
+def test_cam_family_in_threads_gives_the_same_results():
+    model = make_model()
+    xs = images(2, seed=7).float() / 255
+    methods = ("gradcam_pp", "scorecam", "layercam", "finercam")
+    expected = {(i, m): attribution.attribute(model, xs[i], m)["cam"] for i in range(2) for m in methods}
+    snap = snapshot(model)
+    results, errors, barrier = {}, [], threading.Barrier(3)
+
+    def work(i):
+        try:
+            barrier.wait()
+            for _ in range(2):
+                for m in methods:
+                    results.setdefault((i, m), []).append(attribution.attribute(model, xs[i], m)["cam"])
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    def infer():
+        try:
+            barrier.wait()
+            for _ in range(30):
+                with torch.inference_mode():
+                    model(normalized(xs, model.meta))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)] + [threading.Thread(target=infer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for key, runs in results.items():
+        for got in runs:
+            np.testing.assert_allclose(got, expected[key], rtol=1e-5, atol=1e-6)
+    assert_unchanged(model, snap)
