@@ -21,24 +21,47 @@ class Entry:
     blurb: str       # what the page shows (Home's "Where to go next")
 
 
-PAGES = [
-    Entry("views/home.py", "Home", ":material/home:", "home", "the checkpoint's summary card and its architecture"),
-    Entry("views/training.py", "Training", ":material/show_chart:", "Training", "how loss and accuracy moved, epoch by epoch; compare runs"),
-    Entry("views/evaluation.py", "Evaluation", ":material/grid_on:", "Evaluation", "confusion matrix, per-class scores, calibration"),
-    Entry("views/errors.py", "Errors", ":material/error:", "Errors", "the misclassified images, and why the model chose wrong"),
-    Entry("views/filters.py", "Filters", ":material/filter:", "Filters", "the first layer's kernels, and how they formed in training"),
-    Entry("views/feature_maps.py", "Feature maps", ":material/layers:", "Feature_maps",
-          "what each layer's channels respond to in one image"),
-    Entry("views/saliency.py", "Saliency", ":material/local_fire_department:", "Saliency", "which pixels drove a prediction, with eight methods"),
-    Entry("views/embeddings.py", "Embeddings", ":material/scatter_plot:", "Embeddings",
-          "the whole test set as a 2-D map of the network's features"),
-]
+# The one page list, in sections (the sidebar's navigation groups them; Home's links follow this order).
+SECTIONS: dict[str, list[Entry]] = {
+    "Start": [
+        Entry("views/home.py", "Home", ":material/home:", "home", "the checkpoint's summary card and its architecture"),
+    ],
+    "Training": [
+        Entry("views/training.py", "Training", ":material/show_chart:", "Training",
+              "how loss and accuracy moved, epoch by epoch; compare runs"),
+        # (train-from-the-dashboard and training-batch pages go here)
+    ],
+    "Results": [
+        Entry("views/evaluation.py", "Evaluation", ":material/grid_on:", "Evaluation",
+              "confusion matrix, per-class scores, calibration"),
+        Entry("views/errors.py", "Errors", ":material/error:", "Errors",
+              "the misclassified images, and why the model chose wrong"),
+        Entry("views/embeddings.py", "Embeddings", ":material/scatter_plot:", "Embeddings",
+              "the whole test set as a 2-D map of the network's features"),
+        # (label-issue, comparison and selection pages go here)
+    ],
+    "Inside the network": [
+        Entry("views/filters.py", "Filters", ":material/filter:", "Filters",
+              "the first layer's kernels, and how they formed in training"),
+        Entry("views/feature_maps.py", "Feature maps", ":material/layers:", "Feature_maps",
+              "what each layer's channels respond to in one image"),
+        # (forward-pass, layer-strip and feature-visualisation pages go here)
+    ],
+    "Explanations": [
+        Entry("views/saliency.py", "Saliency", ":material/local_fire_department:", "Saliency",
+              "which pixels drove a prediction, by many methods"),
+        # (neighbour, faithfulness and sanity-check pages go here)
+    ],
+}
+PAGES = [e for entries in SECTIONS.values() for e in entries]
 
 
 def navigation():
-    """st.navigation over PAGES (Home first and default); returns the page to run."""
-    pages = [st.Page(e.path, title=e.title, icon=e.icon, url_path=None if i == 0 else e.url, default=i == 0)
-             for i, e in enumerate(PAGES)]
+    """st.navigation over SECTIONS (Home first and default); returns the page to run."""
+    home = PAGES[0]
+    pages = {section: [st.Page(e.path, title=e.title, icon=e.icon, url_path=None if e is home else e.url,
+                               default=e is home) for e in entries]
+             for section, entries in SECTIONS.items()}
     return st.navigation(pages)
 
 
