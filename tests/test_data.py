@@ -74,7 +74,8 @@ def test_cifar10_pickles_load_split_and_cache(tmp_path, monkeypatch):
     assert splits["sizes"] == {"train": 180, "val": 20, "test": 80}
     assert splits["classes"][0] == "airplane" and len(splits["classes"]) == 10
     cache = os.path.join(root, "cnnlib-cache")
-    assert {"cifar10-v2-train.x.npy", "cifar10-v2-test.x.npy", "cifar10-v2-test.json"} <= set(os.listdir(cache))
+    v = datacache.CACHE_VERSION
+    assert {f"cifar10-v{v}-train.x.npy", f"cifar10-v{v}-test.x.npy", f"cifar10-v{v}-test.json"} <= set(os.listdir(cache))
     # the second load comes from the decoded cache, with the same split
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", lambda *a, **k: pytest.fail("decoded again"))
     t0 = time.perf_counter()
@@ -455,3 +456,22 @@ def test_checkpoint_classes_in_another_order_or_a_superset_are_mapped_by_name(tm
     assert np.array_equal(np.array(["blue", "green", "red"])[y0], np.array(["red", "cat", "blue", "green"])[y1])
     with pytest.raises(DatasetError, match="do not match"):
         data_mod.load_checkpoint_split(dict(base, classes=["red", "blue"]), root=str(tmp_path / "r"))
+
+
+def test_a_damaged_cache_is_reported_and_rebuilt(tmp_path, caplog):
+    from cnnlib import datacache
+    x = np.random.default_rng(0).integers(0, 256, (50, 3, 8, 8), dtype=np.uint8)
+    y = np.arange(50) % 2
+    datacache.cached_split(str(tmp_path), "k", (3, 8, 8), lambda a, b: x[a:b], y, ["a", "b"])
+    path = os.path.join(datacache.cache_dir(str(tmp_path)), "k.x.npy")
+    with open(path, "r+b") as f:                          # one flipped bit in the pixels, same length
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 1]))
+    calls = []
+    with caplog.at_level("WARNING", logger="cnnlib"):
+        got, _ = datacache.cached_split(str(tmp_path), "k", (3, 8, 8),
+                                        lambda a, b: calls.append((a, b)) or x[a:b], y, ["a", "b"])
+    assert calls and np.array_equal(np.asarray(got), x)   # rebuilt from the source, never used
+    assert "damaged" in caplog.text and "checksum" in caplog.text
