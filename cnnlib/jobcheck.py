@@ -17,7 +17,7 @@ import re
 import socket
 from urllib.parse import urlparse
 
-from .config import RECIPES, TrainConfig, make_config
+from .config import CHOICES, RECIPES, TrainConfig, make_config
 from .errors import CNNLibError, DatasetError
 from .joblog import load_cached
 
@@ -47,9 +47,6 @@ _RULES = {
     "label_smoothing": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
     "grad_clip": (lambda v: v >= 0, "0 or more"),
 }
-# TODO(lead): read these from cnnlib.config
-_CHOICES = {"optimizer": ("adamw", "adam", "sgd"), "schedule": ("onecycle", "cosine", "constant"),
-            "precision": ("auto", "fp32", "bf16")}
 _KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "text"}
 
 
@@ -138,7 +135,7 @@ def _check_values(cfg: TrainConfig) -> None:
             raise CNNLibError(f"{key} must be {words}, not {getattr(cfg, key)!r}")
     if cfg.schedule == "onecycle" and not 0 < cfg.warmup < 1:
         raise CNNLibError(f"warmup must be above 0 and below 1 with the onecycle schedule, not {cfg.warmup!r}")
-    for key, choices in _CHOICES.items():
+    for key, choices in CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise CNNLibError(f"unknown {key} {getattr(cfg, key)!r}; use {', '.join(choices)}")
     from .models import list_models

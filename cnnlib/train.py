@@ -5,9 +5,13 @@
 
 The whole training split sits on the device as one uint8 tensor; each step
 gathers a batch, augments it with tensor ops, normalizes it and runs the
-model (bf16 autocast where it pays, channels_last). After every
-epoch: validation, a summary line, the best checkpoint (atomic), and a
-resume state beside it (`<out>.resume.pt`, removed when the run finishes).
+model (fp32 or bf16 autocast, whichever `cnnlib.precision` measured faster;
+channels_last). Optional helpers after each optimiser step (cnnlib/optim.py):
+Lookahead and a weight EMA; with the EMA on, validation, test and the stored
+state_dict are the EMA's weights. After every epoch: validation, a summary
+line, the best checkpoint (atomic), and a resume state beside it
+(`<out>.resume.pt`, removed when the run finishes). The checkpoint also
+records which precision was used and why (`"precision": {"used", "why"}`).
 """
 from __future__ import annotations
 
@@ -26,12 +30,15 @@ from torch import nn
 
 from . import data as data_mod
 from .checkpoint import atomic_torch_save, load_checkpoint, safe_torch_load, save_checkpoint
-from .config import RECIPES, TrainConfig, make_config
-from .errors import CNNLibError, TrainingError
+from .config import RECIPES, TrainConfig, check_choice, make_config
+from .errors import TrainingError
 from .inference import resolve_device
 from .models import first_conv, get_model, list_models
+from .optim import build_optimizer
 from .modelops import autocast, forward_batches, to_input
-from .precision import autocast_dtype, describe_device
+from .optim import Lookahead, WeightEMA, whiten_init_
+from .precision import describe_device
+from .precision import resolve as resolve_precision
 
 
 # ----------------------------------------------------------------------------- command line
@@ -89,7 +96,11 @@ def train_one_epoch(model, optimizer, scheduler, x_train, y_train, cfg: TrainCon
         idx = idx.to(ctx["device"])
         xb, yb = x_train[idx], y_train[idx]                              # (B, C, H, W) uint8, (B,)
         if cfg.augment:
-            xb = data_mod.augment_batch(xb, cfg.crop_padding, cfg.flip, generator=ctx["aug_gen"])
+            alternate = cfg.flip and cfg.flip_mode == "alternate"
+            xb = data_mod.augment_batch(xb, cfg.crop_padding, cfg.flip and not alternate, generator=ctx["aug_gen"])
+            if alternate:                                                # this image's coin, flipped every epoch
+                mask = (ctx["flip_bits"][idx] ^ bool(epoch % 2))[:, None, None, None]
+                xb = torch.where(mask, xb.flip(3), xb)
         xb = to_input(xb, ctx["mean"], ctx["std"], ctx["channels_last"])
         with autocast(ctx["device"], ctx["dtype"]):
             logits = model(xb)
@@ -100,6 +111,8 @@ def train_one_epoch(model, optimizer, scheduler, x_train, y_train, cfg: TrainCon
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
+        for hook in ctx.get("after_step", ()):                           # lookahead, weight EMA
+            hook()
         loss_sum += loss.detach() * len(idx)
         correct += (logits.argmax(1) == yb).sum()
         seen += len(idx)
@@ -136,32 +149,6 @@ def evaluate(model, x, y, mean, std, batch_size: int, dtype=None, channels_last:
 
 
 # ----------------------------------------------------------------------------- the run
-
-def build_optimizer(model, cfg: TrainConfig, steps_total: int):
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)           # no decay on biases and BatchNorm
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    elif cfg.optimizer == "adam":
-        opt = torch.optim.Adam(groups, lr=cfg.lr)
-    elif cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    else:
-        raise CNNLibError(f"unknown optimizer {cfg.optimizer!r}; use adamw, adam or sgd")
-    if cfg.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps_total + 1,
-                                                    pct_start=cfg.warmup, anneal_strategy="linear",
-                                                    cycle_momentum=False, div_factor=10, final_div_factor=100)
-    elif cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps_total)
-    elif cfg.schedule == "constant":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
-    else:
-        raise CNNLibError(f"unknown schedule {cfg.schedule!r}; use onecycle, cosine or constant")
-    return opt, sched
-
 
 def model_kwargs(cfg: TrainConfig, splits: dict) -> dict:
     c, h, w = splits["train"][0].shape[1:]
@@ -204,15 +191,28 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
     mean_l, std_l = data_mod.channel_stats(splits["train"][0])
     mean = torch.tensor(mean_l, device=device).view(1, -1, 1, 1)
     std = torch.tensor(std_l, device=device).view(1, -1, 1, 1)
-    dtype = autocast_dtype(cfg, device)
     channels_last = True  # faster on CUDA and, measured, on CPU (oneDNN) in bf16 and fp32
+    kwargs = model_kwargs(cfg, splits)
+    prec = [None, None]
+    if rank == 0:                                             # one measurement; every rank uses its answer
+        prec = list(resolve_precision(cfg, device, cfg.model, kwargs, list(x_train.shape[1:]), channels_last))
+    if world > 1:
+        dist.broadcast_object_list(prec, src=0)
+    dtype, precision_record = prec
 
     torch.manual_seed(cfg.seed)
-    kwargs = model_kwargs(cfg, splits)
     model = get_model(cfg.model, **kwargs)                    # seeded: interpret.initial_first_layer relies on it
     if cfg.weights:
         from .weights import load_weights_into
-        load_weights_into(model, cfg.weights, f"--weights {cfg.weights}")
+        load_weights_into(model, cfg.weights, cfg.model)
+    elif cfg.init == "whiten":
+        whiten_init_(first_conv(model)[1], x_train, mean.cpu(), std.cpu())
+    else:
+        check_choice("init", cfg.init)
+    if cfg.bn_momentum > 0:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = cfg.bn_momentum
     initial_filters = first_conv(model)[1].weight.detach().float().to(torch.float16).clone()  # epoch 0
     model = model.to(device)
     if channels_last:
@@ -222,7 +222,18 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
     ctx = {"device": device, "dtype": dtype, "mean": mean, "std": std, "channels_last": channels_last,
            "rank": rank, "world": world,
            "order_gen": torch.Generator().manual_seed(cfg.seed),
-           "aug_gen": torch.Generator().manual_seed(cfg.seed * 1000 + rank + 1)}
+           "aug_gen": torch.Generator().manual_seed(cfg.seed * 1000 + rank + 1),
+           # flip_mode alternate: each image's flip in odd epochs; even epochs flip the others (bool (N,))
+           "flip_bits": torch.rand(len(x_train), generator=torch.Generator().manual_seed(cfg.seed + 7)).lt(0.5)
+                        .to(device),
+           "after_step": []}
+    lookahead = Lookahead(model, cfg.lookahead_k, cfg.lookahead_alpha) if cfg.lookahead_k > 0 else None
+    if lookahead is not None:
+        ctx["after_step"].append(lookahead.step)
+    ema = WeightEMA(model, cfg.ema) if cfg.ema > 0 else None
+    if ema is not None:
+        ctx["after_step"].append(lambda: ema.update(model))
+    averaged = ema.module if ema is not None else model       # the network validated, tested and stored
     history, best_acc, best_epoch, start_epoch, prior_seconds = [], -1.0, 0, 1, 0.0
 
     if cfg.resume:
@@ -240,6 +251,10 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
         ctx["order_gen"].set_state(state["order_gen"])
         ctx["aug_gen"].set_state(state["aug_gen"][rank] if rank < len(state["aug_gen"]) else state["aug_gen"][0])
         torch.set_rng_state(state["torch_rng"])
+        if lookahead is not None:
+            lookahead.load_state_dict(state["lookahead"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         history, best_acc, best_epoch = state["history"], state["best_val_acc"], state["best_epoch"]
         start_epoch, prior_seconds = state["epoch"] + 1, state["train_seconds"]
         if rank == 0:
@@ -260,11 +275,13 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
         "config": cfg.to_dict(),
         **({"initial_first_layer": initial_filters} if cfg.record_filters else {}),
         "device": describe_device(device, dtype) + (f" x{world} (DDP)" if world > 1 else ""),
+        "precision": precision_record,
     }
     x_val, y_val = splits["val"]
     if rank == 0:
         print(f"{cfg.model} on {splits['name']}: {splits['sizes']} images, {len(splits['classes'])} classes, "
-              f"{sum(p.numel() for p in model.parameters()):,} parameters, {ckpt_base['device']}", flush=True)
+              f"{sum(p.numel() for p in model.parameters()):,} parameters, {ckpt_base['device']} "
+              f"({precision_record['why']})", flush=True)
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         t_epoch = time.perf_counter()
@@ -273,12 +290,13 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
             raise TrainingError(f"epoch {epoch}: the training loss became {stats['loss']} (not finite); stopping. "
                                 f"The last good checkpoint ({cfg.out}, epoch {best_epoch or 'none yet'}) is untouched. "
                                 f"Try a lower --lr (now {cfg.lr}) or --grad-clip 1.0.")
-        val = evaluate(model, x_val, y_val, mean, std, cfg.eval_batch_size, dtype, channels_last)
+        val = evaluate(averaged, x_val, y_val, mean, std, cfg.eval_batch_size, dtype, channels_last)
         row = {"epoch": epoch, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
                "val_acc": val["acc"], "lr": optimizer.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - t_epoch}
+               "seconds": time.perf_counter() - t_epoch,
+               "elapsed": prior_seconds + time.perf_counter() - t_start}   # s since the run started (data load on)
         if cfg.record_filters:
-            row["first_layer"] = first_conv(model)[1].weight.detach().float().cpu().to(torch.float16).clone()
+            row["first_layer"] = first_conv(averaged)[1].weight.detach().float().cpu().to(torch.float16).clone()
         history.append(row)
         improved = val["acc"] > best_acc
         if improved:
@@ -289,7 +307,7 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
                   f"val loss {val['loss']:.4f} acc {val['acc']:.4f}  lr {row['lr']:.2e}  "
                   f"{row['seconds']:.1f}s{'  *best' if improved else ''}", flush=True)
             if improved:
-                save_checkpoint({**ckpt_base, "state_dict": _cpu_state(model), "history": history,
+                save_checkpoint({**ckpt_base, "state_dict": _cpu_state(averaged), "history": history,
                                  "best_epoch": best_epoch,
                                  "metrics": {"val_acc": best_acc, "test_acc": None, "test_loss": None,
                                              "train_seconds": elapsed}}, cfg.out)
@@ -297,7 +315,9 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                "order_gen": ctx["order_gen"].get_state(), "aug_gen": [ctx["aug_gen"].get_state()],
                                "torch_rng": torch.get_rng_state(), "history": history,
-                               "best_val_acc": best_acc, "best_epoch": best_epoch, "train_seconds": elapsed},
+                               "best_val_acc": best_acc, "best_epoch": best_epoch, "train_seconds": elapsed,
+                               **({"lookahead": lookahead.state_dict()} if lookahead is not None else {}),
+                               **({"ema": ema.state_dict()} if ema is not None else {})},
                               resume_path(cfg.out))
         if world > 1:
             dist.barrier()
@@ -306,10 +326,10 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
         return {}
     train_seconds = prior_seconds + time.perf_counter() - t_start
     best = load_checkpoint(cfg.out)
-    model.load_state_dict(best["state_dict"])
+    averaged.load_state_dict(best["state_dict"])
     x_test, y_test = splits["test"]
     # fp32 here, so anyone re-evaluating the stored weights (cnnlib.evaluate, the CI check) gets the same numbers
-    test = evaluate(model, x_test, y_test, mean, std, cfg.eval_batch_size, None, channels_last)
+    test = evaluate(averaged, x_test, y_test, mean, std, cfg.eval_batch_size, None, channels_last)
     best["history"] = history
     best["metrics"] = {"val_acc": best_acc, "test_acc": test["acc"], "test_loss": test["loss"],
                        "train_seconds": train_seconds}

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlib import TrainingError, get_model
+from cnnlib import TrainingError
+from cnnlib.models import get_model
 from cnnlib import data as data_mod
 from cnnlib import interpret, modelops
 from cnnlib import train as train_mod
@@ -161,3 +162,92 @@ def test_config_recipes_and_flags():
     assert (cfg.lr, cfg.batch_size, cfg.augment, cfg.recipe) == (0.01, 32, False, "seed")
     with pytest.raises(SystemExit):
         train_mod.get_args_parser().parse_args(["--model", "nope"])
+
+
+# ----------------------------------------------------------------------------- the fast recipe and its parts
+
+def test_fast_recipe_keeps_the_exact_simple_cnn():
+    from cnnlib.config import RECIPES, TrainConfig
+    fast = make_config("fast")
+    assert fast.model == "simple_cnn" and fast.width == 0 and fast.epochs <= 6
+    assert set(RECIPES["fast"]) <= {f for f in TrainConfig.__dataclass_fields__}
+    # every new field has a default and a help text (its unit) on the command line
+    helps = train_mod._field_help()
+    for field in ("ema", "lookahead_k", "lookahead_alpha", "bn_momentum", "init", "flip_mode", "lr_div_start",
+                  "lr_div_end"):
+        assert helps.get(field), field
+    args = train_mod.get_args_parser().parse_args(["--recipe", "fast", "--ema", "0.99", "--flip-mode", "random"])
+    cfg = train_mod.config_from_args(args)
+    assert (cfg.ema, cfg.flip_mode, cfg.init) == (0.99, "random", fast.init)
+
+
+def test_ema_lookahead_whiten_alternate_flip_store_the_weights_that_score(tmp_path, image_folder):
+    out = train_tiny(tmp_path, image_folder, recipe="fast", epochs=3, ema=0.9, lookahead_k=5, bn_momentum=0.2,
+                     init="whiten", flip_mode="alternate", precision="fp32")
+    raw = torch.load(out, weights_only=True)
+    assert raw["config"]["ema"] == 0.9 and raw["precision"]["used"] == "fp32"
+    assert [h["epoch"] for h in raw["history"]] == [1, 2, 3] and all(h["elapsed"] > 0 for h in raw["history"])
+    # re-evaluating the stored (EMA) weights reproduces the stored predictions and accuracy
+    model = load_model(out)
+    x, y = data_mod.load_checkpoint_split(model.meta, "test", root=str(tmp_path / "data-root"))
+    preds = torch.from_numpy(modelops.probabilities(model, np.asarray(x)).argmax(1))
+    assert (preds == raw["test_predictions"]["preds"].long()).float().mean().item() > 0.95
+    acc = (preds == torch.from_numpy(y)).float().mean().item()
+    assert abs(acc - raw["metrics"]["test_acc"]) < 0.05
+    # the whitened start is what was recorded as epoch 0, not the seed's random init
+    meta = {k: v for k, v in raw.items() if k != "state_dict"}
+    init = interpret.initial_first_layer(meta)
+    torch.manual_seed(0)
+    random_init = get_model("simple_cnn", **raw["model"]["kwargs"]).conv1.weight.detach().half()
+    assert not torch.equal(init.half(), random_init)
+
+
+def test_weight_ema_averages_parameters_and_batchnorm_statistics():
+    from cnnlib.optim import WeightEMA
+    torch.manual_seed(0)
+    model = get_model("simple_cnn", num_classes=2, image_size=8)
+    ema = WeightEMA(model, decay=0.5)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for v in model.state_dict().values():
+            v.add_(1) if v.is_floating_point() else v.add_(3)
+    ema.steps = 100                                   # past the warm-up cap: decay 0.5 exactly
+    ema.update(model)
+    for k, v in ema.module.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, start[k] + 0.5)   # running_mean / running_var too
+        else:
+            assert torch.equal(v, start[k] + 3)            # num_batches_tracked is copied
+    assert all(not p.requires_grad for p in ema.module.parameters())
+
+
+def test_lookahead_pulls_fast_weights_back_every_k_steps():
+    from cnnlib.optim import Lookahead
+    model = torch.nn.Linear(2, 1)
+    start = model.weight.detach().clone()
+    la = Lookahead(model, k=2, alpha=0.5)
+    with torch.no_grad():
+        model.weight.add_(2.0)
+    la.step()                                            # step 1: nothing
+    torch.testing.assert_close(model.weight.detach(), start + 2)
+    la.step()                                            # step 2: slow = start + 0.5 * 2, fast = slow
+    torch.testing.assert_close(model.weight.detach(), start + 1)
+    torch.testing.assert_close(la.slow[0], start + 1)
+
+
+def test_whiten_init_decorrelates_first_layer_responses():
+    from cnnlib.optim import whiten_init_
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(64, 1, 16, 16, generator=g)
+    x = (torch.cat([base, base * 0.9, base * 0.5 + 0.2], 1) * 255).to(torch.uint8)   # strongly correlated channels
+    mean, std = torch.full((1, 3, 1, 1), 0.4), torch.full((1, 3, 1, 1), 0.2)
+    conv = torch.nn.Conv2d(3, 32, 3, padding=1)
+    norm_before = conv.weight.reshape(32, -1).norm(dim=1).mean()
+    whiten_init_(conv, x, mean, std)
+    w = conv.weight.reshape(32, -1)
+    torch.testing.assert_close(w[16:], -w[:16])                       # +- pairs
+    torch.testing.assert_close(w.norm(dim=1).mean(), norm_before)     # default init's scale
+    patches = torch.nn.functional.unfold((x.float() / 255 - mean) / std, 3).transpose(1, 2).reshape(-1, 27)
+    out = (patches - patches.mean(0)) @ w[:16].T                      # responses of the 16 whitening filters
+    corr = torch.corrcoef(out.T)
+    assert (corr - torch.eye(16)).abs().max() < 1e-3                  # uncorrelated
