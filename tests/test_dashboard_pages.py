@@ -121,7 +121,9 @@ def test_errors_gallery_filters_and_explanation_caching(lens_checkpoints, misses
     before = misses["attribute_many"]
     next(b for b in at.button if b.label == "Explain").click().run()
     ok(at)
-    caps = [c for _, c in images_in(block(at, "err_explain_panel"))]
+    neighbours = images_in(block(at, "err_neighbours"))                 # the nearest training images, below
+    caps = [c for _, c in images_in(block(at, "err_explain_panel"))][:-len(neighbours)]
+    assert len(neighbours) == 9
     assert len(caps) == 3 and "predicted" in caps[1] and "true class" in caps[2]
     assert misses["attribute_many"] == before + 1
     widget(at, "err_alpha").set_value(0.8).run()                        # unrelated to the attribution

@@ -1,5 +1,6 @@
-"""The test set as a 2-D map of the network's penultimate features (PCA), coloured by class; a selection is
-broken down by class and paged through in full."""
+"""The test set as a 2-D map of the network's penultimate features (PCA, t-SNE or UMAP), coloured by class,
+prediction, correctness, confidence or label quality; a selection goes to the Errors page's gallery (class
+breakdown, ordered by loss, Explain on each), can be tagged and exported."""
 import math
 
 import numpy as np
@@ -7,37 +8,50 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import compute
+import diagnose
 import frame
+import gallery
+import pictures
+import selections
 import testdata
 import ui
 
 ctx = frame.begin(
     "Just before the final scores the network describes every image by a long vector of features. Squashing "
-    "those vectors to two dimensions (PCA) gives a map: images the network finds similar land close together. "
-    "Well-separated colour clouds mean easy classes; ✕ marks misclassified images, usually in the border zones. "
-    "Hover a point for its prediction; click one (or pick the lasso or box in the chart's toolbar and circle "
-    "many) to see what you selected, class by class, and page through its images.")
+    "those vectors to two dimensions gives a map: images the network finds similar land close together. "
+    "**PCA** keeps distances (instant); **t-SNE** and **UMAP** pull classes apart more clearly but keep only "
+    "neighbourhoods, not distances or cluster sizes (tens of seconds the first time, then cached). ✕ marks "
+    "misclassified images. Click a point to see its image beside the map; pick the lasso or box in the chart's "
+    "toolbar and circle many to list them below, class by class, with **Explain** on each.")
 pixels = testdata.test_pixels(ctx, why="The embedding map")
 if pixels is None:
     st.stop()
 classes = ctx.classes
+COLOURS = {"true": "true class", "pred": "predicted class", "correct": "correct or not", "confidence": "confidence",
+           "quality": "label quality score"}
 
 with ui.guard("projecting the test set"):
     n_total = len(pixels[1])
     sizes = sorted({n for n in (500, 1000, 2000, 5000) if n < n_total} | {n_total})
-    c0, c1, c2 = st.columns([2, 3, 2])
+    c0, c1, c2 = st.columns([3, 2, 2])
+    method = c0.radio("Method", list(diagnose.PROJECTIONS), format_func=diagnose.PROJECTIONS.get, horizontal=True,
+                      **ui.kept("emb_method", "pca", list(diagnose.PROJECTIONS)))
     if len(sizes) > 1:
-        n = c0.select_slider("Test images projected", sizes, help="A fixed random sample; all of them takes longer.",
+        n = c1.select_slider("Test images projected", sizes, help="A fixed random sample; all of them takes longer.",
                              format_func=lambda v: f"all {v:,}" if v == n_total else f"{v:,}",
-                             **ui.kept("emb_n", min(compute.EMBED_DEFAULT, n_total), sizes))
+                             **ui.kept("emb_n", min(diagnose.EMBED_DEFAULT, n_total), sizes))
     else:
         n = n_total
-    emb = compute.embedding(ctx, pixels, n)
+    colour = c2.selectbox("Colour by", list(COLOURS), format_func=COLOURS.get, **ui.kept("emb_colour", "true",
+                                                                                          list(COLOURS)))
+    emb = diagnose.projection(ctx, method, n, n_total)
     preds, _ = compute.evaluation(ctx, pixels)
     index, labels, pred, xy = emb["indices"], emb["labels"], emb["preds"], emb["xy"]
-    conf = preds["probs"][index, pred] if preds is not None else np.full(len(pred), np.nan)
-    shown = c1.multiselect("Classes", classes, placeholder="all classes", **ui.kept("emb_classes", [], classes))
-    only_wrong = c2.checkbox("Only misclassified images", **ui.kept("emb_wrong", False))
+    conf = preds["probs"][index, pred]
+    quality = diagnose.label_issues(ctx, preds)["quality"][index] if colour == "quality" else None
+    d1, d2 = st.columns([3, 2])
+    shown = d1.multiselect("Classes", classes, placeholder="all classes", **ui.kept("emb_classes", [], classes))
+    only_wrong = d2.checkbox("Only misclassified images", **ui.kept("emb_wrong", False))
     keep = np.ones(len(labels), bool)
     if shown:
         keep &= np.isin(labels, [classes.index(c) for c in shown])
@@ -45,32 +59,50 @@ with ui.guard("projecting the test set"):
         keep &= labels != pred
     palette = ui.class_palette(len(classes))
     trace = go.Scatter if keep.sum() <= 3000 else go.Scattergl    # WebGL only where SVG would get slow
+    if colour in ("true", "pred"):
+        key = labels if colour == "true" else pred
+        groups = [(name, keep & (key == k), palette[k]) for k, name in enumerate(classes)]
+    elif colour == "correct":
+        groups = [("correct", keep & (labels == pred), "#1f77b4"), ("misclassified", keep & (labels != pred), "#d62728")]
+    else:
+        groups = [(COLOURS[colour], keep, None)]
+    value = conf if colour == "confidence" else quality
     fig = go.Figure()
     trace_index = []                  # per trace: the test index of each of its points (for selections)
-    for k, name in enumerate(classes):
-        idx = np.flatnonzero(keep & (labels == k))
+    for name, mask, col in groups:
+        idx = np.flatnonzero(mask)
         for wrong in (False, True):       # correct points as dots, mistakes as crosses, one legend entry
             sub = idx[(labels[idx] != pred[idx]) == wrong]
             if not len(sub):
                 continue
             trace_index.append(index[sub])
+            marker = dict(size=10 if wrong else 6, opacity=0.9 if wrong else 0.7, symbol="x" if wrong else "circle",
+                          line=dict(width=0))
+            if col is None:
+                marker.update(color=value[sub], colorscale="Viridis", cmin=0, cmax=1, showscale=len(trace_index) == 1,
+                              colorbar=dict(title=COLOURS[colour], tickformat=".0%"))
+            else:
+                marker["color"] = col
             fig.add_trace(trace(
                 x=xy[sub, 0], y=xy[sub, 1], mode="markers", name=name, legendgroup=name,
-                showlegend=not wrong or not np.any(labels[idx] == pred[idx]),
-                customdata=np.stack([index[sub], pred[sub], conf[sub]], 1).tolist(),
-                text=[f"predicted {classes[p]}" + (" ✗" if wrong else " ✓") for p in pred[sub]],
-                marker=dict(color=palette[k], size=10 if wrong else 6, opacity=0.9 if wrong else 0.7,
-                            symbol="x" if wrong else "circle", line=dict(width=0)),
-                hovertemplate=f"#%{{customdata[0]}} · true <b>{name}</b><br>%{{text}} "
-                              f"(%{{customdata[2]:{ui.PCT_D3}}})<extra></extra>"))
-    fig.update_layout(height=620, margin=dict(t=10, b=10), legend=dict(title="true class", itemsizing="constant"),
-                      xaxis_title=f"PC 1 ({ui.pct(emb['explained_variance'][0])} of the variance)",
-                      yaxis_title=f"PC 2 ({ui.pct(emb['explained_variance'][1])} of the variance)",
-                      dragmode="lasso")
-    event = ui.show_chart(fig, key="emb_chart", filename="embedding", on_select="rerun",
-                          selection_mode=("points", "lasso", "box"))
-    st.caption(f"{int(keep.sum()):,} of {n_total:,} test images shown; features: the {emb['dim']}-dimensional input "
-               f"of `{emb['layer']}`; ✕ = misclassified. Drag to circle points (lasso); double-click to reset.")
+                showlegend=col is not None and (not wrong or not np.any(labels[idx] == pred[idx])),
+                customdata=[[int(index[j]), classes[labels[j]], classes[pred[j]], float(conf[j])] for j in sub],
+                text=[("✗" if wrong else "✓") + ("" if quality is None else f" · label quality {quality[j]:.2f}")
+                      for j in sub],
+                marker=marker,
+                hovertemplate="#%{customdata[0]} · true <b>%{customdata[1]}</b><br>predicted %{customdata[2]} "
+                              f"(%{{customdata[3]:{ui.PCT_D3}}}) %{{text}}<extra></extra>"))
+    axis = diagnose.PROJECTIONS[method]
+    fig.update_layout(height=620, margin=dict(t=10, b=10), legend=dict(title=COLOURS[colour], itemsizing="constant"),
+                      xaxis_title=f"{axis} 1", yaxis_title=f"{axis} 2", dragmode="lasso")
+    chart_col, side = st.columns([4, 1])
+    with chart_col:
+        event = ui.show_chart(fig, key="emb_chart", filename=f"embedding-{method}", on_select="rerun",
+                              selection_mode=("points", "lasso", "box"))
+    timing = "read from the disk cache" if emb["cached"] else f"computed in {ui.duration(emb['seconds'])}"
+    st.caption(f"{int(keep.sum()):,} of {n_total:,} test images shown; {axis} of the penultimate features, "
+               f"{timing}; ✕ = misclassified. Drag to circle points (lasso); double-click to reset. Plotly's hover "
+               "cannot show pictures, so a clicked point's image appears beside the map.")
 
 with ui.guard("showing the selected images"):
     points = (event or {}).get("selection", {}).get("points", []) if event else []
@@ -80,15 +112,23 @@ with ui.guard("showing the selected images"):
         if curve is not None and i is not None and curve < len(trace_index) and i < len(trace_index[curve]):
             chosen.append(int(trace_index[curve][i]))
     chosen = np.unique(np.asarray(chosen, np.int64))
+    with side, st.container(key="emb_point"):
+        if len(chosen) == 1:
+            i = int(chosen[0])
+            t, p = int(pixels[1][i]), int(preds["preds"][i])
+            st.image(pictures.enlarge(pixels[0][i], 192), width="stretch",
+                     caption=f"#{i} · true {classes[t]} · predicted {classes[p]} {ui.pct(preds['probs'][i][p])}")
+        else:
+            st.caption("Click a point to see its image here.")
     if len(chosen):
         y_true = np.asarray(pixels[1])[chosen]
-        y_pred = np.asarray(preds["preds"])[chosen] if preds is not None else y_true
+        y_pred = np.asarray(preds["preds"])[chosen]
         wrong = int((y_true != y_pred).sum())
         st.subheader(f"{len(chosen):,} selected · {wrong:,} misclassified ({ui.pct(wrong / len(chosen))})")
         counts = [{"class": c, "true class": int((y_true == k).sum()), "predicted as": int((y_pred == k).sum())}
                   for k, c in enumerate(classes)]
         counts = [r for r in counts if r["true class"] or r["predicted as"]]
-        left, right = st.columns([1, 2])
+        left, right = st.columns([1, 3])
         with left, st.container(key="emb_breakdown"):
             st.markdown("**By class** (images in the selection)")
             st.dataframe(counts, hide_index=True, width="stretch", key="emb_breakdown_table")
@@ -98,20 +138,18 @@ with ui.guard("showing the selected images"):
                                 format_func={"loss": "loss (hardest first)",
                                              "confidence": "confidence (most sure first)"}.get,
                                 **ui.kept("emb_sort", "loss"))
-            ordered = compute.selection_order(chosen, preds, order_by) if preds is not None else chosen
+            ordered = compute.selection_order(chosen, preds, order_by)
             size = compute.SELECTION_PAGE
             pages = max(1, math.ceil(len(ordered) / size))
             page = int(s2.number_input(f"Page (of {pages})", 1, pages, **ui.kept("emb_page", 1, bounds=(1, pages))))
             part = ordered[(page - 1) * size: page * size]
             st.caption(f"Images {(page - 1) * size + 1}–{(page - 1) * size + len(part)} of {len(ordered):,}, "
                        f"{size} per page.")
-            probs = preds["probs"] if preds is not None else None
-            caps = [f"#{i} {classes[int(pixels[1][i])]} → {classes[int(probs[i].argmax())]} "
-                    f"{ui.pct(probs[i].max())}" if probs is not None else f"#{i} {classes[int(pixels[1][i])]}"
-                    for i in part]
-            ui.image_grid(pixels[0][part], caps, size=88, key="emb_selected")
+            selections.tag_box(ctx, preds, ordered, "emb", "embedding selection", f"{axis} selection",
+                               f"embedding-{method}-selection.csv")
+        gallery.show(ctx, preds, pixels, part, prefix="emb_sel", key="emb_selected")
     else:
         st.caption("Click a point, or circle several with the lasso (drag on the chart), to see their images here.")
-    rows = [{"index": int(index[j]), "pc1": round(float(xy[j, 0]), 5), "pc2": round(float(xy[j, 1]), 5),
+    rows = [{"index": int(index[j]), "x": round(float(xy[j, 0]), 5), "y": round(float(xy[j, 1]), 5),
              "true": classes[labels[j]], "predicted": classes[pred[j]]} for j in range(len(labels))]
-    ui.download_csv(rows, "embedding.csv", key="emb_csv")
+    ui.download_csv(rows, f"embedding-{method}.csv", key="emb_csv", label="Download the map (CSV)")

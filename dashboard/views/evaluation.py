@@ -5,6 +5,7 @@ import streamlit as st
 
 import compute
 import frame
+import selections
 import testdata
 import ui
 
@@ -98,6 +99,10 @@ with ui.guard("showing the images of a cell"):
         testdata.test_pixels(ctx, why="Showing the images of a cell")
         st.dataframe([{"index": int(i), "confidence": ui.pct(c)} for i, c in zip(res["indices"], res["confidence"])],
                      hide_index=True, key="eval_cell_table")
+    if res["count"]:
+        cell = compute.query_cell(preds, t, p, sort="confidence")["indices"]      # the whole cell, not only shown
+        selections.tag_box(ctx, preds, cell, "eval_cell", "confusion-matrix cell", f"{t_name} as {p_name}",
+                           f"cell-{t_name}-as-{p_name}.csv")
 
 with ui.guard("drawing the per-class table"):
     st.subheader("Per-class precision, recall and F1")

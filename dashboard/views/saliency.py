@@ -1,4 +1,5 @@
-"""Attribution maps for any image: which pixels drove the prediction, by eight methods."""
+"""Attribution maps for any image: which pixels drove the prediction, by every method of cnnlib.attribution
+(gradients, Captum's, occlusion and the CAM family: Grad-CAM++, Score-CAM, LayerCAM, EigenCAM, Finer-CAM)."""
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -13,7 +14,9 @@ ctx = frame.begin(
     "An attribution method answers *which pixels made the network say this class?* and paints the answer "
     "over the image: warm colours mark the pixels that mattered most. Methods disagree in instructive ways — "
     "gradients are sharp but noisy, **Grad-CAM** is coarse but follows objects, **Occlusion** simply hides "
-    "patches and watches the score drop. Pick several target classes to compare the evidence for each.")
+    "patches and watches the score drop; the CAM family (Grad-CAM++, Score-CAM, LayerCAM, EigenCAM, Finer-CAM) "
+    "refines Grad-CAM. Pick several target classes to compare the evidence for each, and see the **Faithfulness** "
+    "page for how far to trust each map.")
 SIZE = 224
 
 
@@ -36,7 +39,17 @@ def method_options(method: str) -> dict:
         label = "Patch colour" if method == "occlusion" else "Baseline"
         out["baseline"] = st.selectbox(label, ["black", "white", "mean"],
                                        **ui.kept(f"sal_base_{method}", d["baseline"], ["black", "white", "mean"]))
-    if not out:
+    if "comparisons" in d:          # Finer-CAM: against the classes with the nearest scores
+        most = max(1, len(ctx.classes) - 1)
+        out["comparisons"] = st.slider("Classes compared against", 1, most,
+                                       **ui.kept("sal_comparisons", min(int(d["comparisons"]), most), bounds=(1, most)))
+    if "comparison_weight" in d:
+        out["comparison_weight"] = st.slider("Comparison weight (0 = plain Grad-CAM)", 0.0, 2.0, step=0.1,
+                                             **ui.kept("sal_comp_weight", float(d["comparison_weight"])))
+    if "batch_size" in d:
+        st.caption(f"Score-CAM masks the image with each of the layer's maps, {d['batch_size']} masked images per "
+                   "forward pass: slower than Grad-CAM, but no gradients.")
+    if not out and "batch_size" not in d:
         st.caption("This method has no options.")
     return out
 
@@ -79,10 +92,10 @@ if pick is not None:
         if method in adapters.layer_methods():
             spatial = [r["name"] for r in compute.layers(ctx)
                        if len(r["output_shape"]) == 3 and r["output_shape"][1] * r["output_shape"][2] > 1]
-            layer = c2.selectbox("Grad-CAM layer", spatial,
+            layer = c2.selectbox(f"{methods[method]} layer", spatial,
                                  **ui.kept("sal_layer", compute.gradcam_default(ctx), spatial),
-                                 help="Grad-CAM weighs this layer's maps by their gradients. Later layers: "
-                                      "more meaning, coarser maps.")
+                                 help="The CAM methods weigh this layer's maps (by gradients, scores or "
+                                      "principal components). Later layers: more meaning, coarser maps.")
         targets = c3.multiselect("Explain the classes", list(range(len(classes))), format_func=lambda i: classes[i],
                                  max_selections=4, placeholder="the predicted class",
                                  **ui.kept("sal_targets", [], list(range(len(classes)))))
@@ -115,7 +128,7 @@ if pick is not None:
                 row2[0].caption("Bare heatmaps (no image underneath):")
                 for col, im, r in zip(row2[1:], heats, results):
                     col.image(im, caption=f"heatmap for {classes[r['target']]}", width="stretch")
-        notes = [f"Grad-CAM layer: {layer}."] if layer else []
+        notes = [f"{methods[method]} layer: {layer}."] if layer else []
         if "delta" in results[0]:
             notes.append(f"Integrated Gradients completeness error: {results[0]['delta']:.2g} "
                          "(how far the attributions miss summing to the score change; small is good).")

@@ -1,0 +1,255 @@
+"""Cached computations for the "why is it wrong" pages: label issues (confident learning), the training images
+nearest to an image (a feature index per checkpoint and data, built once with a progress bar), 2-D projections
+(PCA / t-SNE / UMAP, cached on disk by cnnlib), two checkpoints compared, the image files of the test split,
+and deletion / insertion faithfulness. Keyed like compute.py: (checkpoint, data, image, options); models and
+arrays unhashed. cnnlib is imported inside each loader as a module, so a test can monkeypatch it."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import streamlit as st
+
+import adapters
+import compute
+import testdata
+import ui
+from checkpoints import Ctx
+from cnnlib.errors import CNNLibError
+
+EMBED_DEFAULT = 2000        # test images projected by default (t-SNE / UMAP on 10,000 take tens of seconds)
+NEIGHBOURS_K = 9
+FAITH_N = 20                # test images averaged on the Faithfulness page by default
+PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+_INDEXES: dict = {}         # (checkpoint key, data key) -> cnnlib.neighbors.Index, shared by every session
+_INDEX_LOCK = threading.Lock()
+
+
+def _source(ctx: Ctx, preds: dict) -> str:
+    return "stored" if preds.get("source") == "stored" else "pixels:" + testdata.pixels_key(ctx)
+
+
+# ----------------------------------------------------------------------------- label issues
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _label_issues(ckpt_key: str, source: str, ranked_by: str, _meta: dict, _preds: dict) -> dict:
+    from cnnlib import labels
+    if source == "stored":
+        return labels.label_issues_for(_meta, ranked_by=ranked_by)
+    return labels.label_issues(_preds["targets"], _preds["probs"], ranked_by=ranked_by)
+
+
+def label_issues(ctx: Ctx, preds: dict, ranked_by: str = "self_confidence") -> dict:
+    """cnnlib.labels.label_issues_for on the stored test predictions (label_issues on predictions computed
+    from the test pixels when the checkpoint stores none): indices (flagged, worst first), ranking, quality,
+    suggested, given_prob, suggested_prob, n_issues."""
+    with ui.spinner("Looking for labels the model contradicts (confident learning)…"):
+        return _label_issues(ctx.key, _source(ctx, preds), ranked_by, ctx.meta, preds)
+
+
+def label_rankings() -> tuple[str, ...]:
+    from cnnlib import labels
+    return tuple(labels.RANKINGS)
+
+
+# ----------------------------------------------------------------------------- nearest training images
+
+@st.cache_resource(show_spinner=False, max_entries=2)      # memory-mapped: shared, never copied per session
+def _train_split(data_key: str, override: str, _meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    from cnnlib import data
+    return data.load_checkpoint_split(_meta, "train", data=override or None)
+
+
+def train_pixels(ctx: Ctx, notice: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+    """The training split (x uint8 (N, C, H, W), y); None (and with `notice` one sentence) when not on disk."""
+    try:
+        with ui.spinner("Loading the training images…"):
+            return _train_split(testdata.pixels_key(ctx), ctx.data, ctx.meta)
+    except CNNLibError as e:
+        if notice:
+            st.info("**The nearest training images need the training split on disk.** "
+                    + adapters.missing_data_help(ctx.meta, e, ctx.data), icon=":material/image_not_supported:")
+        return None
+
+
+class _Counted:
+    """Images (N, C, H, W) whose batch reads move a Streamlit progress bar (cnnlib streams them in slices)."""
+
+    def __init__(self, x, bar, text: str):
+        self.x, self.bar, self.text, self.done = x, bar, text, 0
+        self.shape, self.dtype = x.shape, x.dtype
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, s):
+        out = self.x[s]
+        if isinstance(s, slice):
+            self.done += len(out)
+            self.bar.progress(min(1.0, self.done / max(1, len(self.x))), text=self.text)
+        return out
+
+
+def neighbour_index(ctx: Ctx, train: tuple[np.ndarray, np.ndarray]):
+    """The checkpoint's feature index of its training images: cnnlib.neighbors.build_index under the key
+    index_for_checkpoint uses (so both share the disk cache), built once per checkpoint and data with a bar."""
+    key = (ctx.key, testdata.pixels_key(ctx))
+    index = _INDEXES.get(key)
+    if index is not None:
+        return index
+    from cnnlib import data, datacache, neighbors
+    with _INDEX_LOCK:
+        index = _INDEXES.get(key)
+        if index is None:
+            spec = data.checkpoint_data_spec(ctx.meta, ctx.data or "")
+            text = f"Indexing the {len(train[1]):,} training images (once per checkpoint; then read from disk)…"
+            bar = st.progress(0.0, text=text)
+            try:
+                index = neighbors.build_index(ctx.model, _Counted(train[0], bar, text), train[1],
+                                              datacache.cache_dir(spec.root), f"{spec.key()}-train")
+            finally:
+                bar.empty()
+            while len(_INDEXES) >= 4:
+                _INDEXES.pop(next(iter(_INDEXES)))
+            _INDEXES[key] = index
+    return index
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _neighbours(ckpt_key: str, index_key: str, image_key: str, k: int, _model, _index, _x01) -> dict:
+    from cnnlib import neighbors
+    hits = neighbors.neighbors_of(_model, _index, _x01, k=k)
+    return {key: hits[key] for key in ("indices", "similarities", "labels", "pred")}
+
+
+def neighbours(ctx: Ctx, pick, k: int = NEIGHBOURS_K) -> dict | None:
+    """The k training images nearest to a picked image in the model's feature space: indices (rows of the
+    training split), similarities (cosine, largest first), labels, pred; None when the training split is
+    not on disk (one sentence says so)."""
+    train = train_pixels(ctx)
+    if train is None:
+        return None
+    index = neighbour_index(ctx, train)
+    hits = _neighbours(ctx.key, testdata.pixels_key(ctx), pick.key, int(k), ctx.model, index, pick.x01)
+    return {**hits, "images": train[0][hits["indices"]]}
+
+
+# ----------------------------------------------------------------------------- projections
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _projection(ckpt_key: str, data_key: str, method: str, n: int | None, _model, _data: str) -> dict:
+    from cnnlib import projection
+    return projection.embedding_for_checkpoint(_model, method, n=n, data=_data or None)
+
+
+def projection(ctx: Ctx, method: str, n: int, n_total: int) -> dict:
+    """cnnlib.projection.embedding_for_checkpoint of n test images: xy, indices, labels, preds, correct,
+    seconds, cached (on disk, so each map is computed once per checkpoint, data, method and n)."""
+    slow = "" if method == "pca" else " t-SNE and UMAP take tens of seconds for thousands of points, once: " \
+                                      "the map is then cached on disk."
+    with ui.spinner(f"Projecting {min(n, n_total):,} test images with {PROJECTIONS[method]}…{slow}"):
+        return _projection(ctx.key, testdata.pixels_key(ctx), method, None if n >= n_total else int(n),
+                           ctx.model, ctx.data)
+
+
+# ----------------------------------------------------------------------------- two checkpoints
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _compare(key_a: str, key_b: str, source: str, classes: tuple, _meta_a, _meta_b, _pa, _pb) -> dict:
+    from cnnlib import compare
+    if source == "stored":
+        return compare.compare_checkpoints(_meta_a, _meta_b)
+    return compare.compare(_pa["targets"], _pa["preds"], _pb["preds"], list(classes))
+
+
+def on_data_of(b: Ctx, a: Ctx) -> Ctx:
+    """Checkpoint b looking at a's test images (a's Data folder, else the dataset a records)."""
+    import copy
+    try:
+        source = a.data or adapters.checkpoint_data_spec(a.meta, a.data).source
+    except CNNLibError:
+        source = a.data
+    out = copy.copy(b)
+    out.data = source
+    return out
+
+
+def comparison(a: Ctx, b: Ctx, pixels) -> tuple[dict, dict, dict]:
+    """(cnnlib.compare result, predictions of a, predictions of b) on the same test images: the stored
+    predictions when both checkpoints have them (compare_checkpoints), else computed from the test pixels."""
+    stored_a, stored_b = compute.evaluation(a, None)[0], compute.evaluation(b, None)[0]
+    if stored_a is not None and stored_b is not None:
+        return _compare(a.key, b.key, "stored", tuple(a.classes), a.meta, b.meta, None, None), stored_a, stored_b
+    if pixels is None:
+        raise CNNLibError("comparing needs stored test predictions in both checkpoints or the test images on disk")
+    pa, pb = compute.evaluation(a, pixels)[0], compute.evaluation(b, pixels)[0]
+    return _compare(a.key, b.key, "pixels:" + testdata.pixels_key(a), tuple(a.classes), None, None, pa, pb), pa, pb
+
+
+# ----------------------------------------------------------------------------- the files behind the test split
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _split_paths(ckpt_key: str, data_key: str, _meta: dict, data: str) -> list[str] | None:
+    from cnnlib import compare
+    return compare.split_paths(_meta, "test", data or None)
+
+
+def split_paths(ctx: Ctx) -> list[str] | None:
+    """The test split's image files (ImageFolder data), None for named datasets or when unreadable."""
+    try:
+        return _split_paths(ctx.key, testdata.pixels_key(ctx), ctx.meta, ctx.data)
+    except (CNNLibError, OSError):
+        return None
+
+
+# ----------------------------------------------------------------------------- faithfulness
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _curves(ckpt_key: str, image_key: str, method: str, target: int, steps: int, baseline: str,
+            _model, _x01, _heatmap) -> dict:
+    from cnnlib import faithfulness
+    return faithfulness.deletion_insertion(_model, _x01, _heatmap, target, steps=steps, baseline=baseline)
+
+
+def curves(ctx: Ctx, pick, method: str, target: int, steps: int, baseline: str) -> dict:
+    """Deletion and insertion curves (and their AUCs) of one method's map for one image and class."""
+    heat = compute.attributions(ctx, pick, method, [target])[0]["heatmap"]
+    return _curves(ctx.key, pick.key, method, int(target), int(steps), baseline, ctx.model, pick.x01, heat)
+
+
+def faith_subset(n_total: int, n: int) -> np.ndarray:
+    """The test images the faithfulness average uses: a fixed random sample (seed 0), in data order."""
+    return np.sort(np.random.default_rng(0).permutation(n_total)[:min(n, n_total)])
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _table_row(ckpt_key: str, data_key: str, method: str, n: int, steps: int, baseline: str, _model, _x) -> dict:
+    from cnnlib import faithfulness
+    rows = faithfulness.faithfulness_table(_model, _x, [] if method == "random" else [method], steps=steps,
+                                           baseline=baseline, include_random=method == "random")
+    return rows[0]
+
+
+def faith_table(ctx: Ctx, pixels, methods: list[str], n: int, steps: int, baseline: str) -> list[dict]:
+    """cnnlib.faithfulness.faithfulness_table over n test images, one method at a time (a progress bar; each
+    method's row cached), plus the random-map reference last."""
+    idx = faith_subset(len(pixels[1]), n)
+    x = np.asarray(pixels[0][idx])
+    todo = list(methods) + ["random"]
+    labels = compute.attribution_methods()
+    bar = st.progress(0.0, text="Deletion and insertion curves…")
+    rows = []
+    try:
+        for i, m in enumerate(todo):
+            bar.progress(i / len(todo), text=f"Deletion and insertion curves of {labels.get(m, 'a random map')} "
+                                             f"on {len(idx)} test images ({i + 1} of {len(todo)})…")
+            rows.append(_table_row(ctx.key, testdata.pixels_key(ctx), m, len(idx), int(steps), baseline,
+                                   ctx.model, x))
+    finally:
+        bar.empty()
+    return rows
+
+
+def baselines() -> tuple[str, ...]:
+    from cnnlib import faithfulness
+    return tuple(faithfulness.BASELINES)
