@@ -1,0 +1,203 @@
+"""The teaching pages (forward pass, through the layers, channel visualisation, training batch, train from the
+dashboard, sanity check) with AppTest through the st.navigation frame: each renders for the tiny simple_cnn, a
+resnet9-shaped checkpoint and an imported model; the forward pass's numbers are the model's own; a training
+run is started, refused, cancelled, and a finished run appears in the checkpoint picker."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import train_tiny, write_image_folder
+from test_dashboard_support import _env, app, imported_ckpt, ok, texts, widget  # noqa: F401
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Setting backward hooks on ReLU")
+
+PAGES = {"Forward pass": "views/forward_pass.py", "Through the layers": "views/layer_strip.py",
+         "Channel visualisation": "views/channel_vis.py", "Training batch": "views/training_batch.py",
+         "Train a model": "views/train_live.py", "Sanity check": "views/sanity.py"}
+
+
+def go(at, title: str, errors: bool = False):
+    at.switch_page(PAGES[title]).run()
+    ok(at, errors)
+    return at
+
+
+def button(at, key: str):
+    return next(b for b in at.button if b.key == key)
+
+
+@pytest.fixture(scope="module")
+def resnet_dir(lens_checkpoints, tmp_path_factory):
+    """A resnet9-shaped checkpoint (width 4, one epoch) on the tiny checkpoints' dataset, in a folder of its own."""
+    base = tmp_path_factory.mktemp("resnet")
+    folder = base / "checkpoints"
+    folder.mkdir()
+    train_tiny(base, lens_checkpoints["data"], out_name="checkpoints/res.pt", model="resnet9", width=4, epochs=1,
+               record_filters=False)
+    return str(folder)
+
+
+@pytest.mark.parametrize("which", ["tiny", "resnet9", "imported"])
+def test_every_teaching_page_renders(which, monkeypatch, lens_checkpoints, imported_ckpt, request):  # noqa: F811
+    if which == "resnet9":
+        monkeypatch.setenv("CNNLENS_CHECKPOINTS", request.getfixturevalue("resnet_dir"))
+    elif which == "imported":
+        monkeypatch.setenv("CNNLENS_CHECKPOINTS", imported_ckpt["dir"])
+    at = app()
+    if which == "tiny":
+        widget(at, "side_ckpt").set_value(lens_checkpoints["tiny"]).run()
+    for title in PAGES:
+        go(at, title)
+        assert title in texts(at) and "How to read this" in texts(at), title
+    go(at, "Forward pass")
+    assert "result = " in texts(at) and "hook = " in texts(at) and "Σ exp" in texts(at)
+    go(at, "Through the layers")
+    assert any(getattr(n, "key", None) == "ls_strip" for n in _walk(at.main))
+    go(at, "Channel visualisation")
+    widget(at, "cv_steps").set_value(16).run()
+    button(at, "cv_go").click().run()
+    ok(at)
+    assert _captions(at, "after 16 steps") and "16 steps" in texts(at)
+    assert "test images that excite" in texts(at)
+    go(at, "Sanity check")
+    rhos = re.findall(r"ρ = (-?\d\.\d\d|—)", " ".join(_all_captions(at)))
+    assert rhos and rhos[0] == "1.00" and len(rhos) >= 3, rhos
+
+
+def _walk(node):
+    yield node
+    for child in getattr(node, "children", {}).values():
+        yield from _walk(child)
+
+
+def _all_captions(at) -> list[str]:
+    out = []
+    for n in _walk(at.main):
+        if getattr(n, "type", None) == "image":
+            out += [str(c) for c in n.captions]
+    return out
+
+
+def _captions(at, text: str) -> bool:
+    return any(text in c for c in _all_captions(at))
+
+
+# ----------------------------------------------------------------------------- the forward pass's numbers
+
+def _hooks(at) -> list[tuple[float, float]]:
+    return [(float(r), float(h)) for r, h in re.findall(r"`result = (\S+)` · `hook = (\S+)`", texts(at))]
+
+
+def test_forward_pass_numbers_are_the_models_activations(lens_checkpoints):
+    """The conv, BatchNorm, ReLU and pool values shown equal the model's activations, computed here with
+    forward hooks on the real model (for a unit chosen by its row and column)."""
+    from cnnlib.data import load_checkpoint_split
+    from cnnlib.inference import load_model
+    model = load_model(lens_checkpoints["tiny"], "cpu")
+    x, _ = load_checkpoint_split(model.meta, "test")
+    at = app()
+    widget(at, "side_ckpt").set_value(lens_checkpoints["tiny"]).run()
+    go(at, "Forward pass")
+    widget(at, "fp_layer").set_value("conv2").run()
+    widget(at, "fp_ch").set_value(3).run()
+    widget(at, "fp_y").set_value(2).run()
+    widget(at, "fp_x").set_value(5).run()
+    ok(at)
+    shown = _hooks(at)
+    assert len(shown) == 4, texts(at)                       # conv, batchnorm, relu, pool
+    acts = {}
+    hooks = [model.get_submodule(n).register_forward_hook(lambda m, a, o, n=n: acts.__setitem__(n, o.detach()))
+             for n in ("conv2", "bn2", "relu2", "pool2")]
+    mean = torch.tensor(model.meta["normalization"]["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(model.meta["normalization"]["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        logits = model((torch.from_numpy(np.asarray(x[:1])).float() / 255 - mean) / std)
+    for h in hooks:
+        h.remove()
+    expected = [float(acts["conv2"][0, 3, 2, 5]), float(acts["bn2"][0, 3, 2, 5]), float(acts["relu2"][0, 3, 2, 5]),
+                float(acts["pool2"][0, 3, 1, 2])]
+    for (result, hook), want in zip(shown, expected):
+        assert hook == pytest.approx(want, rel=1e-4, abs=1e-5)
+        assert result == pytest.approx(want, rel=1e-4, abs=1e-5)
+    assert "`conv2` channel 3, row 2, column 5" in texts(at)
+    probs = torch.softmax(logits[0], 0)
+    softmax = at.dataframe[-1].value
+    assert list(softmax["model"]) == [f"{100 * float(p):.2f}%" for p in probs]
+    assert list(softmax["probability = exp / Σ"]) == list(softmax["model"])
+    widget(at, "fp_toy_s").set_value(2).run()                  # toy widget: (6 + 0 - 3) // 2 + 1 = 2
+    ok(at)
+    assert "**2 × 2**" in texts(at)
+
+
+# ----------------------------------------------------------------------------- train from the dashboard
+
+def _poll(at, until, timeout: float = 90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        at.run()
+        ok(at, errors=True)
+        if until(texts(at)):
+            return texts(at)
+        time.sleep(0.5)
+    raise AssertionError(f"timed out; page says:\n{texts(at)[-1500:]}")
+
+
+def _fill(at, name: str, folder: str, epochs: int):
+    widget(at, "tl_name").set_value(name)
+    widget(at, "tl_data").set_value("a folder (ImageFolder tree)")
+    widget(at, "tl_folder").set_value(folder)
+    widget(at, "tl_epochs_default").set_value(epochs)
+    widget(at, "tl_batch_default").set_value(16)
+    widget(at, "tl_threads").set_value(1)
+    next(b for b in at.button if b.label == "Start").click().run()
+
+
+def test_train_from_the_dashboard(tmp_path, monkeypatch, lens_checkpoints):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    shutil.copy(lens_checkpoints["tiny"], folder / "tiny.pt")
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("CNNLIB_DATA_ROOT", str(tmp_path / "data-root"))
+    data = write_image_folder(tmp_path / "data", n_train=256, n_test=16, size=16)
+    try:
+        _train_walk(app(), folder, data, tmp_path)
+    finally:
+        from cnnlib.jobs import TrainingJobs
+        TrainingJobs(str(folder)).cancel(timeout=5)
+
+
+def _train_walk(at, folder, data, tmp_path):
+    go(at, "Train a model")
+    assert "No run has been started" in texts(at)
+
+    # a missing dataset: refused in one sentence, before any process starts
+    _fill(at, "nodata", str(tmp_path / "no-such-folder"), 1)
+    ok(at, errors=True)
+    assert len(at.error) == 1 and at.error[0].value.startswith("Not started:"), [e.value for e in at.error]
+    assert "\n" not in at.error[0].value
+    assert not (folder / ".jobs" / "status.json").exists()
+
+    # a long run: progress shows; a second run is refused with the library's sentence; cancel; resume offered
+    _fill(at, "slow", data, 200)
+    ok(at)
+    _poll(at, lambda t: "status: **running**" in t and re.search(r"epoch \d+ of 200", t))
+    _fill(at, "second", data, 1)
+    assert any("already running; wait for it or cancel it" in e.value for e in at.error), [e.value for e in at.error]
+    _poll(at, lambda t: re.search(r"epoch ([2-9]|\d\d+) of 200", t), timeout=120)   # a resume state exists
+    button(at, "tl_cancel").click().run()
+    text = _poll(at, lambda t: "status: **cancelled**" in t)
+    assert "Resume continues it" in text and any(b.key == "tl_resume" for b in at.button)
+
+    # a short run to the end: success, and the new checkpoint is in the sidebar's picker
+    _fill(at, "quick", data, 1)
+    _poll(at, lambda t: "status: **finished**" in t, timeout=120)
+    at.run()
+    assert "quick.pt** is in the sidebar's checkpoint picker" in texts(at)
+    assert any(o.startswith("quick.pt · ") for o in widget(at, "side_ckpt").options)
+    assert os.path.exists(folder / "quick.pt")
