@@ -6,13 +6,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from cnnlib.errors import CNNLibError
+from cnnlib.errors import CheckpointError, CNNLibError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS_ENV = "CNNLENS_CHECKPOINTS"
@@ -28,10 +27,12 @@ def checkpoint_dir() -> Path:
 
 
 def list_checkpoints(folder: Path | None = None) -> list[Path]:
-    """*.pt / *.pth files in the checkpoint folder, most recently trained first (resume states left out)."""
+    """*.pt / *.pth files in the checkpoint folder, most recently trained first (resume states left out).
+    A folder that is missing, not a folder or not readable gives [] (folder_problem() says why)."""
     folder = folder or checkpoint_dir()
     try:
-        entries = list(folder.iterdir())
+        with os.scandir(folder) as it:
+            entries = [Path(e.path) for e in it]
     except OSError:
         return []
     found = []
@@ -48,14 +49,43 @@ def list_checkpoints(folder: Path | None = None) -> list[Path]:
     return [p for _, _, p in sorted(found, key=lambda t: (t[0], t[1]), reverse=True)]
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
+def folder_problem(folder: Path | None = None) -> str | None:
+    """One sentence when the checkpoint folder cannot be listed (missing, a file, no permission), else None."""
+    folder = folder or checkpoint_dir()
+    try:
+        with os.scandir(folder) as it:
+            next(it, None)
+    except FileNotFoundError:
+        return f"The checkpoint folder {folder} does not exist."
+    except NotADirectoryError:
+        return f"The checkpoint folder {folder} is a file, not a folder."
+    except PermissionError:
+        return f"The checkpoint folder {folder} cannot be read (permission denied)."
+    except OSError as e:
+        return f"The checkpoint folder {folder} cannot be read ({e.strerror or type(e).__name__})."
+    return None
+
+
+def _meta(path: str) -> dict:
+    """The checkpoint's contents without PyTorch (cnnlib.ckptmeta: tensors as shapes); CheckpointError when it
+    is not a readable checkpoint. The rare legacy-format file goes through torch."""
+    from cnnlib import ckptmeta
+    try:
+        return ckptmeta.read_meta(path)
+    except ckptmeta.NeedsTorch:
+        from cnnlib import checkpoint
+        return checkpoint.load_checkpoint(path)
+
+
 def checkpoint_brief(path: str, mtime_ns: int, size: int) -> dict:
     """When a checkpoint was trained (its own `created` time, which survives a git clone) and its class
-    names; {} for files that are not readable checkpoints (the picker lists them so choosing one says why)."""
-    from cnnlib import checkpoint
+    names; {} for files that are not readable checkpoints (the picker lists them so choosing one says why).
+    Read without PyTorch and cached by cnnlib.ckptmeta (path, mtime, size)."""
     try:
-        ckpt = checkpoint.load_checkpoint(path)
+        ckpt = _meta(path)
     except CNNLibError:
+        return {}
+    except Exception:  # noqa: BLE001 - an unreadable file is listed; choosing it says why
         return {}
     try:
         created = datetime.datetime.fromisoformat(str(ckpt.get("created", ""))).timestamp()
@@ -77,37 +107,71 @@ def same_dataset(choices: list[str], classes: list[str]) -> list[str]:
     return out
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
+MODEL_CACHE_ENTRIES, UPLOAD_CACHE_ENTRIES = 16, 8      # st.cache_resource bounds (bench/loadtest.py's memory bound)
+
+
+@st.cache_resource(show_spinner=False, max_entries=MODEL_CACHE_ENTRIES)
 def _model_from_path(path: str, mtime_ns: int, size: int):
     from cnnlib import inference
     return inference.load_model(path, "cpu")
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=UPLOAD_CACHE_ENTRIES)
 def _model_from_upload(sha: str, _blob: bytes):
     from cnnlib import inference
     return inference.load_model(_blob, "cpu")
 
 
-@dataclass
 class Ctx:
-    """The checkpoint a page looks at."""
-    key: str            # cache key: "<path>@<mtime_ns>" or "upload:<sha256>:<file name>"
-    label: str          # what people read: the file name
-    model: Any          # nn.Module in eval(), model.meta = checkpoint metadata
-    data: str = ""      # the sidebar's Data folder, resolved ("" = the checkpoint's own dataset)
+    """The checkpoint a page looks at.
+
+    key     cache key: "<path>@<mtime_ns>" or "upload:<sha256>:<file name>"
+    label   what people read: the file name
+    model   nn.Module in eval(), model.meta = checkpoint metadata; loaded (through the shared
+            st.cache_resource) on first access, so a page that does not touch it never imports torch
+    meta    the checkpoint's metadata: model.meta once the model is loaded, before that the same keys read
+            without torch (cnnlib.ckptmeta; tensors in it are TensorStubs with a shape). The frame loads the
+            model before every page but Home, so those pages always see model.meta.
+    data    the sidebar's Data folder, resolved ("" = the checkpoint's own dataset)
+    """
+
+    def __init__(self, key: str, label: str, model: Any = None, data: str = "", *, loader=None,
+                 stored: dict | None = None):
+        if model is None and loader is None:
+            raise ValueError("Ctx needs a model or a loader")
+        self.key, self.label, self.data = key, label, data
+        self._model, self._loader, self._stored = model, loader, stored
+        self._meta = None if stored is None else {k: v for k, v in stored.items() if k != "state_dict"}
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = self._loader()
+        return self._model
+
+    @model.setter
+    def model(self, value) -> None:
+        self._model = value
+
+    @property
+    def loaded(self) -> bool:
+        """Is the model loaded in this Ctx (so meta is model.meta)?"""
+        return self._model is not None
 
     @property
     def meta(self) -> dict:
-        return self.model.meta
+        return self._model.meta if self._model is not None or self._meta is None else self._meta
 
     @property
     def classes(self) -> list[str]:
-        return list(self.model.meta["classes"])
+        return list(self.meta["classes"])
 
     @property
     def has_history(self) -> bool:
-        return bool(self.model.meta.get("history"))
+        return bool(self.meta.get("history"))
+
+    def __repr__(self) -> str:
+        return f"Ctx({self.key!r}, loaded={self.loaded}, data={self.data!r})"
 
 
 # ----------------------------------------------------------------------------- uploads of this session
@@ -148,7 +212,8 @@ def choice_label(choice: str) -> str:
 
 
 def open_choice(choice: str, data: str = "") -> Ctx:
-    """A picker choice (a path or upload_choice()) -> Ctx; raises CNNLibError with a clear sentence."""
+    """A picker choice (a path or upload_choice()) -> Ctx; raises CNNLibError with a clear sentence.
+    A file is read without PyTorch (its model loads on first use of ctx.model); an upload is already loaded."""
     if choice.startswith("upload:"):
         sha = choice.split(":", 2)[1]
         name, blob = uploads().get(sha, (None, None))
@@ -159,8 +224,32 @@ def open_choice(choice: str, data: str = "") -> Ctx:
         s = os.stat(choice)
     except OSError:
         raise CNNLibError(f"checkpoint {Path(choice).name} does not exist any more.") from None
-    return Ctx(f"{choice}@{s.st_mtime_ns}", Path(choice).name, _model_from_path(choice, s.st_mtime_ns, s.st_size),
-               data)
+    key = f"{choice}@{s.st_mtime_ns}"
+    failed = _FAILED.get(key)
+    if failed:                                   # its model failed to load before: say so without retrying
+        raise CheckpointError(failed)
+    return Ctx(key, Path(choice).name, data=data, stored=_meta(choice),
+               loader=lambda: _load_or_note(key, choice, s.st_mtime_ns, s.st_size))
+
+
+_FAILED: dict[str, str] = {}                   # "<path>@<mtime_ns>" -> why its model cannot be loaded
+
+
+def _load_or_note(key: str, path: str, mtime_ns: int, size: int):
+    """The cached model; a CNNLibError is remembered for the file version (weights for another architecture,
+    NaN weights: what cnnlib.ckptmeta cannot see), so every page names the problem without reloading."""
+    try:
+        return _model_from_path(path, mtime_ns, size)
+    except CNNLibError as e:
+        if len(_FAILED) > 256:
+            _FAILED.clear()
+        _FAILED[key] = str(e)
+        raise
+
+
+def choice_meta(choice: str) -> dict:
+    """The full metadata of a picker choice without torch: read_meta's dict, state_dict as shapes."""
+    return _meta(choice)
 
 
 def open_many(choices: list[str]) -> tuple[list[Ctx], list[str]]:
@@ -169,7 +258,9 @@ def open_many(choices: list[str]) -> tuple[list[Ctx], list[str]]:
     runs, problems = [], []
     for choice in choices:
         try:
-            runs.append(open_choice(choice))
+            run = open_choice(choice)
+            run.model                     # noqa: B018 - load now: a run whose weights do not fit says so here
+            runs.append(run)
         except CNNLibError as e:
             problems.append(f"Cannot compare {choice_label(choice)}: {ui.one_sentence(str(e))}")
         except Exception as e:  # noqa: BLE001 - one unreadable run must not hide the others
@@ -178,9 +269,13 @@ def open_many(choices: list[str]) -> tuple[list[Ctx], list[str]]:
 
 
 def summary(ctx: Ctx) -> dict:
-    """cnnlib.checkpoint.checkpoint_summary of a loaded checkpoint (its state dict comes from the model)."""
-    from cnnlib import checkpoint
-    return checkpoint.checkpoint_summary({**ctx.meta, "state_dict": ctx.model.state_dict()})
+    """cnnlib.checkpoint.checkpoint_summary of the checkpoint, without torch for a file (the parameter count
+    comes from the stored shapes); an upload (already loaded) counts its model's tensors."""
+    from cnnlib import ckptmeta
+    if ctx._stored is None:
+        from cnnlib import checkpoint
+        return checkpoint.checkpoint_summary({**ctx.meta, "state_dict": ctx.model.state_dict()})
+    return ckptmeta.summary(ctx._stored)
 
 
 def history(ctx: Ctx) -> list[dict]:

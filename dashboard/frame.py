@@ -24,11 +24,17 @@ class Entry:
 # The one page list, in sections (the sidebar's navigation groups them; Home's links follow this order).
 SECTIONS: dict[str, list[Entry]] = {
     "Start": [
-        Entry("views/home.py", "Home", ":material/home:", "home", "the checkpoint's summary card and its architecture"),
+        Entry("views/home.py", "Home", ":material/home:", "home", "the checkpoint's summary card"),
+        Entry("views/architecture.py", "Architecture", ":material/account_tree:", "Architecture",
+              "every layer's output shape, parameters and receptive field"),
     ],
     "Training": [
         Entry("views/training.py", "Training", ":material/show_chart:", "Training",
               "how loss and accuracy moved, epoch by epoch; compare runs"),
+        Entry("views/train_live.py", "Train a model", ":material/model_training:", "Train_a_model",
+              "train a new model from the dashboard and watch its curves live"),
+        Entry("views/training_batch.py", "Training batch", ":material/shuffle:", "Training_batch",
+              "what the training loop feeds the network: crop, flip, normalisation"),
         # (train-from-the-dashboard and training-batch pages go here)
     ],
     "Results": [
@@ -38,6 +44,12 @@ SECTIONS: dict[str, list[Entry]] = {
               "the misclassified images, and why the model chose wrong"),
         Entry("views/embeddings.py", "Embeddings", ":material/scatter_plot:", "Embeddings",
               "the whole test set as a 2-D map of the network's features"),
+        Entry("views/label_issues.py", "Probably mislabelled", ":material/label_off:", "Label_issues",
+              "test images whose label the model contradicts: the dataset's errors, not the model's"),
+        Entry("views/compare.py", "Two models", ":material/compare:", "Compare",
+              "two checkpoints on the same images: agreement, McNemar's test, where they disagree"),
+        Entry("views/selections.py", "Selections", ":material/sell:", "Selections",
+              "the image sets you tagged on other pages, as CSV"),
         # (label-issue, comparison and selection pages go here)
     ],
     "Inside the network": [
@@ -45,11 +57,23 @@ SECTIONS: dict[str, list[Entry]] = {
               "the first layer's kernels, and how they formed in training"),
         Entry("views/feature_maps.py", "Feature maps", ":material/layers:", "Feature_maps",
               "what each layer's channels respond to in one image"),
+        Entry("views/forward_pass.py", "Forward pass", ":material/calculate:", "Forward_pass",
+              "one unit's arithmetic with the model's real numbers, down to the softmax"),
+        Entry("views/layer_strip.py", "Through the layers", ":material/view_column:", "Through_the_layers",
+              "one image through every layer, in one strip"),
+        Entry("views/channel_vis.py", "Channel visualisation", ":material/auto_awesome:", "Channel_visualisation",
+              "the pattern a channel wants to see, and the images that excite it"),
         # (forward-pass, layer-strip and feature-visualisation pages go here)
     ],
     "Explanations": [
         Entry("views/saliency.py", "Saliency", ":material/local_fire_department:", "Saliency",
               "which pixels drove a prediction, by many methods"),
+        Entry("views/neighbours.py", "Nearest training images", ":material/hub:", "Neighbours",
+              "the training images a prediction rests on"),
+        Entry("views/faithfulness.py", "Faithfulness", ":material/fact_check:", "Faithfulness",
+              "how far to trust a saliency map: deletion and insertion curves"),
+        Entry("views/sanity.py", "Sanity check", ":material/rule:", "Sanity_check",
+              "do the saliency maps change when the weights are randomised?"),
         # (neighbour, faithfulness and sanity-check pages go here)
     ],
 }
@@ -62,7 +86,7 @@ def navigation():
     pages = {section: [st.Page(e.path, title=e.title, icon=e.icon, url_path=None if e is home else e.url,
                                default=e is home) for e in entries]
              for section, entries in SECTIONS.items()}
-    return st.navigation(pages)
+    return st.navigation(pages, expanded=True)       # every page visible, no "View more"
 
 
 def set_current(ctx: Ctx | None, problem: str | None, title: str) -> None:

@@ -72,21 +72,33 @@ def _import_help() -> None:
                    "to show for it.")
 
 
-def draw() -> tuple[Ctx | None, str | None]:
-    """Draw the sidebar; returns (ctx, None) or (None, the one sentence saying why no checkpoint is open)."""
+def draw(load_model: bool = True) -> tuple[Ctx | None, str | None]:
+    """Draw the sidebar; returns (ctx, None) or (None, the one sentence saying why no checkpoint is open).
+
+    The checkpoint is read without PyTorch (cnnlib.ckptmeta); `load_model` also loads its network now (every
+    page but Home), so weights that do not fit their architecture are named here, in the sidebar."""
     top, bottom = st.sidebar.container(), st.sidebar.container()
     with bottom:
         upload_error = _upload_box()
         if upload_error:
             st.error(upload_error)
     with top:
-        choices = checkpoints.checkpoint_choices()
+        folder_problem = None
+        try:
+            choices = checkpoints.checkpoint_choices()
+        except Exception:  # noqa: BLE001 - an unreadable folder must never take the dashboard down
+            log.exception("listing %s", checkpoints.checkpoint_dir())
+            choices = [checkpoints.upload_choice(sha, n) for sha, (n, _) in checkpoints.uploads().items()]
+        if not any(not c.startswith("upload:") for c in choices):
+            folder_problem = checkpoints.folder_problem()
         if choices:
             st.selectbox("Checkpoint", choices, format_func=checkpoints.choice_label,
                          help=f"Newest first, from {checkpoints.checkpoint_dir()} "
                               f"(set {checkpoints.CHECKPOINTS_ENV} to look elsewhere).",
                          **ui.kept("side_ckpt", choices[0], choices))
-        else:
+        if folder_problem:
+            st.warning(folder_problem)
+        elif not choices:
             st.caption(f"No checkpoints in `{checkpoints.checkpoint_dir()}` yet.")
         st.text_input("Data folder (optional)", placeholder="the checkpoint's own dataset",
                       help="Where the test images are: an ImageFolder tree (train/<class>/…, test/<class>/…) "
@@ -98,10 +110,14 @@ def draw() -> tuple[Ctx | None, str | None]:
         if choice:
             try:
                 ctx = checkpoints.open_choice(choice, resolve_data(ui.value("side_data") or ""))
+                if load_model:
+                    ctx.model          # noqa: B018 - load it now (shared cache); a bad one is named below
             except CNNLibError as e:
+                ctx = None
                 problem = f"{checkpoints.choice_label(choice).split(' · ')[0]} cannot be opened: " \
                           f"{_lower_first(ui.one_sentence(str(e)))}"
             except Exception as e:  # noqa: BLE001
+                ctx = None
                 log.exception("opening %s", choice)
                 problem = (f"{checkpoints.choice_label(choice).split(' · ')[0]} cannot be opened: it is not a "
                            f"readable checkpoint ({type(e).__name__}).")
@@ -112,4 +128,6 @@ def draw() -> tuple[Ctx | None, str | None]:
                        f"input {'×'.join(map(str, ctx.meta['input_shape']))}")
     with bottom:
         _import_help()
+    if ctx is None and not problem and folder_problem and not folder_problem.endswith("does not exist."):
+        problem = folder_problem
     return ctx, problem or upload_error

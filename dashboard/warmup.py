@@ -1,6 +1,10 @@
-"""Background warm-up: once per checkpoint (and Data folder) per server process, a thread fills the caches
-the pages read (test pixels, predictions, reports, layer table, default embedding) so the other pages open
-quickly. It draws nothing. CNNLENS_PREFETCH=0 turns it off."""
+"""Background warm-up, two parts, neither draws anything (CNNLENS_PREFETCH=0 turns both off):
+
+- `start_imports()`, called at the very top of Home.py by the first session of a server process: a thread
+  imports torch and cnnlib's heavy modules while the first page (which needs none of them) renders.
+- `start(ctx)`, after each page: once per checkpoint (and Data folder) per server process, a thread loads the
+  model into the shared cache and fills the caches the pages read (test pixels, predictions, reports, layer
+  table, default embedding) so the other pages open quickly."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +19,10 @@ from cnnlib.errors import CNNLibError
 log = logging.getLogger("cnnlens")
 _DONE: set = set()
 _LOCK = threading.Lock()
+_IMPORTS_STARTED = threading.Event()
+# what the pages after Home import (torch first: most of the ~2 s); plotly for the Architecture page's chart
+HEAVY_MODULES = ("torch", "cnnlib.models", "cnnlib.checkpoint", "cnnlib.inference", "cnnlib.modelops",
+                 "cnnlib.interpret", "cnnlib.evaluate", "cnnlib.data", "cnnlib.attribution", "plotly.graph_objects")
 
 
 class _Quiet(logging.Filter):
@@ -27,8 +35,29 @@ class _Quiet(logging.Filter):
 logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(_Quiet())
 
 
+def _import_heavy() -> None:
+    import importlib
+    for name in HEAVY_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a page that needs it will say what is wrong
+            log.debug("warm-up import of %s failed", name, exc_info=True)
+
+
+def start_imports() -> None:
+    """Import torch and cnnlib's heavy modules in a background thread, once per server process."""
+    if os.environ.get("CNNLENS_PREFETCH", "1") == "0" or _IMPORTS_STARTED.is_set():
+        return
+    with _LOCK:
+        if _IMPORTS_STARTED.is_set():
+            return
+        _IMPORTS_STARTED.set()
+    threading.Thread(target=_import_heavy, name="cnnlens-warmup-imports", daemon=True).start()
+
+
 def _work(ctx: Ctx) -> None:
     try:
+        ctx.model                  # noqa: B018 - the model first: into the shared cache every session reads
         compute.layers(ctx)
         try:
             pixels = testdata.load(ctx)

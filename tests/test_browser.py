@@ -37,7 +37,7 @@ CHROMIUM = os.environ.get("CNNLENS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 VIEWPORT = {"width": 1400, "height": 900}
-PAGES = [("Training", "Training"), ("Evaluation", "Evaluation"), ("Errors", "Errors"), ("Filters", "Filters"),
+PAGES = [("Architecture", "Architecture"), ("Training", "Training"), ("Evaluation", "Evaluation"), ("Errors", "Errors"), ("Filters", "Filters"),
          ("Feature_maps", "Feature maps"), ("Saliency", "Saliency"), ("Embeddings", "Embeddings")]
 # the issue's targets (CPU, 2 cores, simple_cnn); the test fails only far beyond them (shared CI machines)
 FIRST_TARGET_S, PAGE_TARGET_S, HARD_FACTOR = 5.0, 2.0, 3.0
@@ -137,6 +137,16 @@ def wait_ready(page, title: str, extra: str | None = None, timeout: float = 60_0
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
 
 
+def nav_link(page, path: str):
+    """The sidebar's link to a page; "View more" first when the navigation is collapsed (many pages)."""
+    link = page.locator(f'[data-testid="stSidebarNav"] a[href$="/{path}"]').first
+    if not link.is_visible():
+        more = page.locator('[data-testid="stSidebarNavViewButton"]')
+        if more.count():
+            more.first.click()
+    return link
+
+
 def settle(page) -> None:
     """Wait until a rerun started by an interaction has finished."""
     page.wait_for_timeout(300)
@@ -194,6 +204,8 @@ def test_every_page_in_chromium(browser_page, server, lens_checkpoints, tmp_path
     page.goto(url + "/")
     wait_ready(page, "CNN Lens", ".st-key-home_card")
     timings["Home (first load)"] = time.perf_counter() - t0
+    print(f"\nfirst page ready {timings['Home (first load)']:.2f} s after the server was up "
+          f"(server healthy after {boot:.2f} s)", flush=True)        # printed now too: later steps may fail
     no_exception(page, "Home")
     assert page.get_by_text("wrong.pt").first.is_visible()
     shot(page, "0_home")
@@ -201,8 +213,8 @@ def test_every_page_in_chromium(browser_page, server, lens_checkpoints, tmp_path
 
     for path, title in PAGES:
         t0 = time.perf_counter()
-        page.locator(f'[data-testid="stSidebarNav"] a[href$="/{path}"]').first.click()
-        extra = {"Evaluation": ".st-key-eval_cm .nsewdrag", "Training": ".st-key-train_curves .main-svg",
+        nav_link(page, path).click()
+        extra = {"Architecture": ".st-key-arch_rf .main-svg", "Evaluation": ".st-key-eval_cm .nsewdrag", "Training": ".st-key-train_curves .main-svg",
                  "Filters": ".st-key-filt_first img", "Feature_maps": ".st-key-fm_grid img",
                  "Saliency": ".st-key-sal_result img", "Embeddings": ".st-key-emb_chart .main-svg",
                  "Errors": ".st-key-err_gallery img"}[path]
@@ -293,7 +305,7 @@ def test_every_page_in_chromium(browser_page, server, lens_checkpoints, tmp_path
         p.close()
 
     # bad checkpoints uploaded in the sidebar: one short true sentence each, nothing of PyTorch's internals
-    page.locator('[data-testid="stSidebarNav"] a[href$="/Training"]').first.click()
+    nav_link(page, "Training").click()
     wait_ready(page, "Training")
     for name, blob in (("random.pt", os.urandom(3000)), ("empty.pt", b"")):
         bad = tmp_path / name

@@ -14,9 +14,10 @@ import zipfile
 import pytest
 import torch
 
-from cnnlib import CheckpointError, get_model
+from cnnlib import CheckpointError
 from cnnlib.checkpoint import load_checkpoint, save_checkpoint
 from cnnlib.inference import load_model
+from cnnlib.models import get_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -66,7 +66,7 @@ def test_home_without_a_checkpoint_says_how_to_train_one(tmp_path, monkeypatch):
     assert not at.metric                                     # the page stopped after saying so
 
 
-def test_home_summary_card_and_architecture(lens_checkpoints):
+def test_home_summary_card(lens_checkpoints):
     at = app()
     picker = widget(at, "side_ckpt")
     assert picker.options[:2] == [checkpoints.choice_label(lens_checkpoints["wrong"]),
@@ -76,16 +76,39 @@ def test_home_summary_card_and_architecture(lens_checkpoints):
     assert metrics["Model"] == "simple_cnn" and metrics["Epochs"] == "3"
     assert metrics["Test accuracy"] == ui.pct(lens_checkpoints["accuracy"])
     assert set(metrics) >= {"Dataset", "Parameters", "Best validation accuracy", "Training time", "Trained on"}
+    from cnnlib.checkpoint import checkpoint_summary, load_checkpoint
+    assert metrics["Parameters"] == f"{checkpoint_summary(load_checkpoint(lens_checkpoints['wrong']))['parameters']:,}"
+    assert not at.dataframe and not at.get("plotly_chart")          # the architecture has its own page
+
+
+def test_home_needs_no_model(lens_checkpoints, monkeypatch):
+    """Home and its sidebar read the checkpoint without torch: the model loaders are never called."""
+    calls = []
+    monkeypatch.setattr(checkpoints, "_model_from_path", lambda *a: calls.append(a))
+    at = app()
+    assert at.metric and not calls
+    assert "simple_cnn · 4 classes · input 3×16×16" in [c.value for c in at.sidebar.caption]
+
+
+def _architecture(at):
+    at.switch_page("views/architecture.py").run()
+    ok(at)
+    return at
+
+
+def test_architecture_page(lens_checkpoints):
+    at = _architecture(app())
     table = at.dataframe[0].value
     assert list(table["layer"])[:4] == ["conv1", "bn1", "relu1", "pool1"]
     assert table["receptive field"].iloc[0] == "3×3 px"
     assert [b.label for b in at.get("download_button")] == ["Download CSV"]
-    assert chart(at, "home_rf")["data"][0]["type"] == "bar"
+    assert chart(at, "arch_rf")["data"][0]["type"] == "bar"
+    assert [e.title for e in frame.SECTIONS["Start"]][:2] == ["Home", "Architecture"]
 
 
 def test_architecture_table_uses_the_full_width():
     """Defect: the ResNet table was clipped on the right in a 3:2 column beside the chart."""
-    at = app()
+    at = _architecture(app())
     table = at.dataframe[0]
     path = _path_to(at.main, table)
     assert path and not any(getattr(n, "type", None) == "column" for n in path)    # not squeezed into a column
@@ -161,6 +184,13 @@ def test_bad_checkpoint_on_disk_gives_one_sentence_in_the_sidebar(kind, tmp_path
     os.replace(files[kind], only / files[kind].name)
     monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(only))
     at = app(errors=True)
+    if kind == "other_arch":
+        # the file reads fine without torch (Home shows its card); that its weights do not fit the
+        # architecture shows when the model is built: on the first page that needs it, then on Home too
+        assert at.metric and not at.error
+        go(at, "Saliency", errors=True)
+        assert len(at.error) == 1 and not images_in(at.main)
+        at.switch_page("views/home.py").run()
     side = [e.value for e in at.sidebar.error]
     assert len(side) == 1 and len(at.error) == 1, at.error
     assert side[0].startswith(f"{files[kind].name} cannot be opened: ") and one_true_sentence(side[0]), side[0]
@@ -169,6 +199,77 @@ def test_bad_checkpoint_on_disk_gives_one_sentence_in_the_sidebar(kind, tmp_path
     assert "No checkpoint is open" in texts(at)
     go(at, "Saliency", errors=True)
     assert len(at.error) == 1 and not images_in(at.main)
+
+
+@pytest.mark.parametrize("kind", ["random", "text", "empty", "evil", "other_arch"])
+def test_bad_checkpoint_sentence_is_the_torch_paths(kind, tmp_path, lens_checkpoints):
+    """The sidebar's sentence for a bad file read without torch (cnnlib.ckptmeta) is the one the torch path
+    (load_checkpoint, build_model) gives."""
+    from cnnlib import ckptmeta
+    from cnnlib.checkpoint import build_model, load_checkpoint
+    from cnnlib.errors import CheckpointError
+    path = str(_bad_files(tmp_path / "bad", lens_checkpoints)[kind])
+    with pytest.raises(CheckpointError) as torch_path:
+        build_model(load_checkpoint(path))
+    if kind == "other_arch":
+        ckptmeta.read_meta(path)                      # fine without torch: only building the model can tell
+        ctx = checkpoints.open_choice(path)
+        with pytest.raises(CheckpointError) as lazy:
+            ctx.model
+        assert str(lazy.value) == str(torch_path.value)
+        with pytest.raises(CheckpointError):           # remembered: every page names it without reloading
+            checkpoints.open_choice(path)
+        return
+    with pytest.raises(CheckpointError) as light:
+        ckptmeta.read_meta(path)
+    assert str(light.value) == str(torch_path.value)
+
+
+# ----------------------------------------------------------------------------- an unreadable checkpoint folder
+
+def _unlistable(monkeypatch, how: str, tmp_path) -> None:
+    if how == "missing":
+        monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path / "no-such-folder"))
+    elif how == "file":
+        (tmp_path / "a-file").write_text("not a folder")
+        monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path / "a-file"))
+    else:                                    # root can read anything: simulate the permission error
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(folder))
+        real_scandir, real_iterdir = os.scandir, Path.iterdir
+
+        def denied(path="."):
+            if str(path) == str(folder):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_scandir(path)
+
+        def denied_iterdir(self):
+            if str(self) == str(folder):
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_iterdir(self)
+        monkeypatch.setattr(os, "scandir", denied)
+        monkeypatch.setattr(Path, "iterdir", denied_iterdir)
+
+
+@pytest.mark.parametrize("how", ["missing", "file", "permission"])
+def test_unreadable_checkpoint_folder_is_one_sentence_and_upload_works(how, tmp_path, monkeypatch, lens_checkpoints):
+    _unlistable(monkeypatch, how, tmp_path)
+    at = app()
+    side = [w.value for w in at.sidebar.warning]
+    assert len(side) == 1 and one_true_sentence(side[0]), side
+    assert {"missing": "does not exist", "file": "is a file, not a folder",
+            "permission": "permission denied"}[how] in side[0]
+    go(at, "Training")                                          # every page still opens, and says so
+    assert len(at.sidebar.warning) == 1 and not at.exception
+    blob = Path(lens_checkpoints["tiny"]).read_bytes()
+    at.sidebar.file_uploader(key="side_upload").set_value(("mine.pt", blob, "application/octet-stream")).run()
+    ok(at)
+    assert checkpoints.choice_label(widget(at, "side_ckpt").value) == "mine.pt (uploaded)"
+    assert chart(at, "train_curves")["data"]
+    at.switch_page("views/home.py").run()
+    ok(at)
+    assert {m.label: m.value for m in at.metric}["Model"] == "simple_cnn"
 
 
 @pytest.mark.parametrize("blob", [b"", os.urandom(2000), b"hello, world\n" * 10], ids=["empty", "random", "text"])

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlib import CNNLibError, get_model, list_models
-from cnnlib.models import default_preprocessing
+from cnnlib import CNNLibError
+from cnnlib.models import default_preprocessing, get_model, list_models
 from cnnlib.zoo import IMAGENET_MEAN, IMAGENET_STD
 
 

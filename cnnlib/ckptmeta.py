@@ -1,0 +1,479 @@
+"""A checkpoint's metadata without PyTorch: what the summary card, the checkpoint picker and the sidebar need,
+read in milliseconds by a process that has not imported torch (importing torch costs about 2 s).
+
+`read_meta(path)` opens the zip archive torch.save writes (`<archive>/data.pkl` plus `<archive>/data/<n>`
+storages), reads only data.pkl, and unpickles it with a restricted unpickler that never imports anything:
+torch's tensor rebuild functions and storage types are replaced by small stand-ins, so every tensor becomes a
+`TensorStub(shape, dtype)` (enough for parameter counts) and every other value (classes, input_shape,
+normalization, preprocessing, data, config, history numbers, metrics, created, model) is the real one. A
+pickle that names any global outside cnnlib.checkpoint's allowlist (`_PLAIN_GLOBALS`, copied here as
+PLAIN_GLOBALS; a test keeps the two equal) is refused with the same CheckpointError sentence the torch path
+gives; so are empty, truncated, corrupt and non-checkpoint files. The dict is validated like
+cnnlib.checkpoint.load_checkpoint (same sentences).
+
+What it cannot tell without building the network: whether the weights fit the architecture and are finite.
+cnnlib.checkpoint.load_checkpoint / build_model still decide that when the model is loaded.
+
+Results are cached by (path, mtime, size); the returned dicts are shared: do not modify them.
+"""
+from __future__ import annotations
+
+import codecs
+import collections
+import io
+import os
+import pickle
+import pickletools
+import threading
+import zipfile
+from typing import Any
+
+from .errors import CheckpointError
+
+FORMAT_VERSION = 2
+MAX_SIDE, MAX_CHANNELS = 4096, 16
+REQUIRED_KEYS = ("format_version", "model", "state_dict", "classes", "input_shape", "normalization")
+# cnnlib.checkpoint._PLAIN_GLOBALS (tests/test_ckptmeta.py checks they are the same)
+PLAIN_GLOBALS = ("torch.", "collections.OrderedDict", "collections.defaultdict", "_codecs.encode",
+                 "builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.slice", "builtins.complex",
+                 "builtins.int", "builtins.float", "builtins.bool", "builtins.str", "builtins.bytes",
+                 "builtins.list", "builtins.dict", "builtins.tuple", "builtins.range")
+_PARAM_SKIP = ("running_mean", "running_var", "num_batches_tracked")
+
+
+class NeedsTorch(CheckpointError):
+    """A file this reader cannot summarise but torch.load may read (the legacy pre-zip torch.save format):
+    use cnnlib.checkpoint.load_checkpoint for it."""
+
+
+# ----------------------------------------------------------------------------- stand-ins
+
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2,
+             "int8": 1, "uint8": 1, "bool": 1, "complex64": 8, "complex128": 16, "qint8": 1, "quint8": 1,
+             "qint32": 4, "quint4x2": 1, "quint2x4": 1, "float8_e5m2": 1, "float8_e4m3fn": 1,
+             "float8_e5m2fnuz": 1, "float8_e4m3fnuz": 1, "uint16": 2, "uint32": 4, "uint64": 8}
+_STORAGE_DTYPE = {"DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
+                  "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+                  "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
+                  "ComplexFloatStorage": "complex64", "ComplexDoubleStorage": "complex128",
+                  "QInt8Storage": "qint8", "QUInt8Storage": "quint8", "QInt32Storage": "qint32",
+                  "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4", "UntypedStorage": "uint8"}
+
+
+class DType(str):
+    """A torch dtype by name ("torch.float32", as str(tensor.dtype) reads)."""
+
+
+class TensorStub:
+    """A tensor's shape and dtype, without its numbers."""
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype: str = "torch.float32"):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = DType(dtype)
+
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def size(self, dim: int | None = None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def is_floating_point(self) -> bool:
+        return self.dtype in ("torch.float64", "torch.float32", "torch.float16", "torch.bfloat16")
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TensorStub) and (self.shape, self.dtype) == (other.shape, other.dtype)
+
+    def __hash__(self) -> int:
+        return hash((self.shape, self.dtype))
+
+    def __repr__(self) -> str:
+        return f"TensorStub(shape={self.shape}, dtype={self.dtype})"
+
+    def __reduce__(self):
+        return (TensorStub, (self.shape, str(self.dtype)))
+
+
+class _Storage:
+    __slots__ = ("dtype", "numel", "record")
+
+    def __init__(self, dtype: str, numel: int, record: str):
+        self.dtype, self.numel, self.record = dtype, numel, record
+
+
+class _StorageType:
+    def __init__(self, name: str):
+        self.name = name
+        self.dtype = "torch." + _STORAGE_DTYPE[name]
+
+
+class _Inert:
+    """An allowed torch global with no meaning for metadata (a layout, a qscheme, torch.Tensor): a name,
+    and calling it gives another inert name; nothing is ever imported or run."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, *args, **kwargs):
+        return _Inert(self.name + "()")
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *rest):
+    return TensorStub(size, storage.dtype if isinstance(storage, _Storage) else "torch.float32")
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, *rest):
+    return TensorStub(size, str(dtype))
+
+
+def _rebuild_parameter(data, *rest):
+    return data
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    return func(*args)
+
+
+def _rebuild_meta(dtype, size, *rest):
+    return TensorStub(size, str(dtype))
+
+
+def _rebuild_opaque(*args, **kwargs):
+    return TensorStub((), "torch.unknown")
+
+
+def _torch_globals() -> dict[str, Any]:
+    g: dict[str, Any] = {
+        "torch._utils._rebuild_tensor": _rebuild_tensor,
+        "torch._utils._rebuild_tensor_v2": _rebuild_tensor,
+        "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+        "torch._utils._rebuild_parameter": _rebuild_parameter,
+        "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+        "torch._utils._rebuild_meta_tensor_no_storage": _rebuild_meta,
+        "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
+        "torch.Size": tuple,
+        "torch.device": lambda *a: " ".join(map(str, a)),
+        "torch.nn.parameter.Parameter": _Inert("torch.nn.parameter.Parameter"),
+        "torch.Tensor": _Inert("torch.Tensor"),
+        "torch.serialization._get_layout": _Inert("torch.serialization._get_layout"),
+    }
+    for f in ("_rebuild_qtensor", "_rebuild_sparse_tensor", "_rebuild_wrapper_subclass",
+              "_rebuild_device_tensor_from_numpy", "_rebuild_device_tensor_from_cpu_tensor"):
+        g["torch._utils." + f] = _rebuild_opaque
+    for name in _STORAGE_DTYPE:
+        g["torch." + name] = _StorageType(name)
+        g["torch.storage." + name] = _StorageType(name)
+    g["torch.storage.TypedStorage"] = _Inert("torch.storage.TypedStorage")
+    for dt in list(_ITEMSIZE) + ["float", "double", "half", "long", "int", "short", "cfloat", "cdouble"]:
+        g["torch." + dt] = DType("torch." + dt)
+    for qs in ("per_tensor_affine", "per_tensor_symmetric", "per_channel_affine", "per_channel_symmetric",
+               "per_channel_affine_float_qparams"):
+        g["torch." + qs] = _Inert("torch." + qs)
+    for t in ("Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool"):
+        g[f"torch.{t}Tensor"] = _Inert(f"torch.{t}Tensor")
+    return g
+
+
+_GLOBALS: dict[str, Any] = {
+    **_torch_globals(),
+    "collections.OrderedDict": collections.OrderedDict, "collections.defaultdict": collections.defaultdict,
+    "_codecs.encode": codecs.encode, "builtins.set": set, "builtins.frozenset": frozenset,
+    "builtins.bytearray": bytearray, "builtins.slice": slice, "builtins.complex": complex, "builtins.int": int,
+    "builtins.float": float, "builtins.bool": bool, "builtins.str": str, "builtins.bytes": bytes,
+    "builtins.list": list, "builtins.dict": dict, "builtins.tuple": tuple, "builtins.range": range,
+}
+
+
+class _Corrupt(Exception):
+    """A pickle this reader cannot make sense of (the torch path would fail on it too)."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+class _Unpickler(pickle.Unpickler):
+    """Imports nothing: allowed globals map to stand-ins, storages to _Storage records."""
+
+    def __init__(self, data: bytes, records: dict[str, int]):
+        super().__init__(io.BytesIO(data))
+        self._records = records
+
+    def find_class(self, module: str, name: str):
+        full = f"{module}.{name}"
+        if not full.startswith(PLAIN_GLOBALS):
+            raise _Corrupt("UnpicklingError")          # not reached: the pre-scan refuses it with its sentence
+        if full not in _GLOBALS:
+            raise _Corrupt("UnpicklingError")          # allowed by prefix only; torch's unpickler refuses it too
+        return _GLOBALS[full]
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise _Corrupt("UnpicklingError")
+        _, stype, key, _location, numel = pid[:5]
+        if not isinstance(stype, _StorageType):
+            raise _Corrupt("UnpicklingError")
+        size = self._records.get(str(key))
+        item = _ITEMSIZE.get(stype.dtype.removeprefix("torch."), 1)
+        if size is None or not isinstance(numel, int) or size < numel * item:
+            raise _Corrupt("RuntimeError")            # a storage record missing or short
+        return _Storage(stype.dtype, numel, str(key))
+
+
+# ----------------------------------------------------------------------------- sentences (as cnnlib.checkpoint)
+
+def _describe(source) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else "the uploaded file"
+
+
+def _pickle_globals(data: bytes) -> list[str] | None:
+    found, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+            if op.name == "STOP":
+                break
+    except Exception:  # noqa: BLE001 - not a pickle, or a damaged one
+        return None
+    return found
+
+
+def _refused(name: str, found: list[str]) -> CheckpointError | None:
+    code = [g for g in found if not g.startswith(PLAIN_GLOBALS)]
+    if code:
+        return CheckpointError(f"{name} was refused: it holds Python objects ({', '.join(sorted(set(code))[:3])}) "
+                               "that loading would import and run, and CNN Lens only loads tensors and plain data")
+    return None
+
+
+def _has_legacy_magic(data: bytes) -> bool:
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if isinstance(arg, int) and op.name.startswith(("LONG", "BININT", "INT")):
+                return arg == 0x1950A86A20F9469CFC6C
+    except Exception:  # noqa: BLE001
+        return False
+    return False
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c >= 32 or c in (9, 10, 13) for c in head)
+
+
+def _not_zip(data: bytes, name: str) -> CheckpointError:
+    """The sentence for a file that is not torch.save's zip archive (cnnlib.checkpoint._diagnose)."""
+    if data[:1] == b"\x80":
+        found = _pickle_globals(data)
+        if found is None:
+            return CheckpointError(f"{name} is truncated or corrupt: its pickle stream is damaged")
+        refused = _refused(name, found)
+        if refused:
+            return refused
+        if _has_legacy_magic(data):
+            return NeedsTorch(f"{name} is in PyTorch's legacy format, which only torch.load reads")
+        return CheckpointError(f"{name} is a plain Python pickle, not a file written by torch.save")
+    kind = ("an image" if data[:8] in (b"\x89PNG\r\n\x1a\n",) or data[:3] == b"\xff\xd8\xff" or data[:4] == b"GIF8"
+            else "a text file" if _is_text(data[:4096]) else "not a PyTorch file")
+    return CheckpointError(f"{name} is {kind}, not a PyTorch checkpoint or weights file" if kind != "not a PyTorch file"
+                           else f"{name} is not a PyTorch file (it is neither a torch.save zip archive nor a pickle)")
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _open(source, what: str) -> tuple[Any, bytes, str]:
+    """(what zipfile can open, the first 4 KiB, the name in sentences)."""
+    name = _describe(source)
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.isfile(source):
+            raise CheckpointError(f"{what} {name} does not exist")
+        try:
+            with open(source, "rb") as f:
+                head = f.read(4096)
+        except OSError as e:
+            raise CheckpointError(f"{what} {name} cannot be read ({e.strerror or type(e).__name__})") from None
+        return source, head, name
+    data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else source.read()
+    return io.BytesIO(data), data[:4096], name
+
+
+def _load(source, what: str = "checkpoint") -> Any:
+    """The unpickled object, tensors as TensorStubs; CheckpointError with cnnlib.checkpoint's sentences."""
+    opened, head, name = _open(source, what)
+    if not head:
+        raise CheckpointError(f"{name} is empty (0 bytes)")
+    if head[:4] != b"PK\x03\x04":
+        if head[:1] == b"\x80" and not isinstance(opened, io.BytesIO):
+            with open(opened, "rb") as f:
+                head = f.read()
+        elif isinstance(opened, io.BytesIO):
+            head = opened.getvalue()
+        raise _not_zip(head, name)
+    try:
+        with zipfile.ZipFile(opened) as z:
+            infos = z.infolist()
+            pkls = [i.filename for i in infos if i.filename.endswith("/data.pkl") or i.filename == "data.pkl"]
+            if not pkls:
+                raise CheckpointError(f"{name} is a zip archive but not a PyTorch file (it has no data.pkl)")
+            data_pkl = z.read(pkls[0])
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, RuntimeError):
+        raise CheckpointError(f"{name} is truncated or corrupt: its zip archive is incomplete "
+                              "(was the download or copy cut short?)") from None
+    prefix = pkls[0][:-len("data.pkl")] + "data/"
+    records = {i.filename[len(prefix):]: i.file_size for i in infos if i.filename.startswith(prefix)}
+    found = _pickle_globals(data_pkl)
+    if found is None:
+        raise CheckpointError(f"{name} is corrupt: the PyTorch file's object index cannot be read")
+    refused = _refused(name, found)
+    if refused:
+        raise refused
+    try:
+        return _Unpickler(data_pkl, records).load()
+    except _Corrupt as e:
+        raise CheckpointError(f"{name} is corrupt: PyTorch cannot read it ({e.kind})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged pickle: one sentence, as the torch path gives
+        if isinstance(e, EOFError) or "truncated" in str(e).lower():
+            raise CheckpointError(f"{name} is truncated: it ends before its data does") from None
+        raise CheckpointError(f"{name} is corrupt: PyTorch cannot read it (UnpicklingError)") from None
+
+
+def _validate(ckpt: Any, name: str) -> dict:
+    """cnnlib.checkpoint.load_checkpoint's checks, with its sentences."""
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{name} holds a {type(ckpt).__name__}, not a CNN Lens checkpoint dict")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        weights = ckpt and (all(isinstance(v, TensorStub) for v in ckpt.values())
+                            or any(k in ckpt for k in ("state_dict", "model_state_dict", "model", "net")))
+        if weights:
+            raise CheckpointError(f"{name} holds bare weights, not a CNN Lens checkpoint: turn it into one with "
+                                  f"`python -m cnnlib import {name if name != 'the uploaded file' else 'WEIGHTS'} "
+                                  "--model NAME --data PATH --out checkpoints/NAME.pt`")
+        raise CheckpointError(f"{name} is not a CNN Lens checkpoint: missing {', '.join(missing)}.")
+    version = ckpt["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise CheckpointError(f"{name} has format_version {version!r}; this cnnlib reads versions 1..{FORMAT_VERSION}")
+    model = ckpt["model"]
+    if not (isinstance(model, dict) and isinstance(model.get("name"), str)
+            and isinstance(model.get("kwargs", {}), dict)):
+        raise CheckpointError(f"{name}: 'model' must be {{'name': str, 'kwargs': dict}}")
+    if not isinstance(ckpt["state_dict"], dict):
+        raise CheckpointError(f"{name}: 'state_dict' is not a dict of tensors")
+    classes, shape, norm = ckpt["classes"], ckpt["input_shape"], ckpt["normalization"]
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{name}: 'classes' must be a non-empty list of names")
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)):
+        raise CheckpointError(f"{name}: 'input_shape' must be [C, H, W]")
+    if shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_SIDE:
+        raise CheckpointError(f"{name}: the input shape {list(shape)} is beyond what CNN Lens opens "
+                              f"(at most {MAX_CHANNELS} channels and {MAX_SIDE} pixels a side)")
+    pre = ckpt.get("preprocessing")
+    if pre is not None and not (isinstance(pre, dict) and all(isinstance(pre.get(k, 0), int) and pre.get(k, 0) >= 0
+                                                             for k in ("resize", "crop"))):
+        raise CheckpointError(f"{name}: 'preprocessing' must be {{'resize': int, 'crop': int}}")
+    try:
+        norm_ok = (isinstance(norm, dict) and len(norm.get("mean", [])) == shape[0] == len(norm.get("std", []))
+                   and all(float(s) > 0 for s in norm["std"]))
+    except (TypeError, ValueError):
+        norm_ok = False
+    if not norm_ok:
+        raise CheckpointError(f"{name}: 'normalization' must hold one mean and one positive std per channel")
+    return ckpt
+
+
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE_MAX = 128
+_LOCK = threading.Lock()
+
+
+def read_checkpoint(source) -> dict:
+    """The whole checkpoint dict with every tensor as a TensorStub (path, bytes or binary file object);
+    CheckpointError (NeedsTorch for the legacy format) as cnnlib.checkpoint.load_checkpoint would raise.
+    Paths are cached by (path, mtime, size)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return _validate(_load(source), _describe(source))
+    try:
+        s = os.stat(source)
+        key = (os.path.abspath(source), s.st_mtime_ns, s.st_size)
+    except OSError:
+        key = None
+    if key is not None:
+        with _LOCK:
+            hit = _CACHE.get(key)
+            if hit is not None:
+                _CACHE.move_to_end(key)
+        if hit is not None:
+            if isinstance(hit, CheckpointError):
+                raise type(hit)(str(hit))
+            return hit
+    try:
+        out: Any = _validate(_load(source), _describe(source))
+    except CheckpointError as e:
+        out = e
+    if key is not None:
+        with _LOCK:
+            _CACHE[key] = out
+            while len(_CACHE) > _CACHE_MAX:
+                _CACHE.popitem(last=False)
+    if isinstance(out, CheckpointError):
+        raise type(out)(str(out))
+    return out
+
+
+def read_meta(source) -> dict:
+    """What `model.meta` holds for this checkpoint (every key but the weights), plus "state_dict" as
+    {name: TensorStub} (shapes for parameter counts). Tensors elsewhere (history's first_layer,
+    test_predictions, initial_first_layer) are TensorStubs too."""
+    return read_checkpoint(source)
+
+
+def model_meta(ckpt: dict) -> dict:
+    """The checkpoint without its weights: the keys inference.load_model puts in `model.meta`."""
+    return {k: v for k, v in ckpt.items() if k != "state_dict"}
+
+
+def parameter_count(ckpt: dict) -> int:
+    """Trainable-size count as cnnlib.checkpoint.checkpoint_summary counts it (BatchNorm statistics left out)."""
+    return sum(t.numel() for k, t in ckpt["state_dict"].items()
+               if hasattr(t, "numel") and not k.endswith(_PARAM_SKIP))
+
+
+def summary(ckpt: dict) -> dict:
+    """cnnlib.checkpoint.checkpoint_summary for a read_meta dict (the same keys and values)."""
+    metrics, data, hist = ckpt.get("metrics", {}), ckpt.get("data", {}), ckpt.get("history", [])
+    return {
+        "model": ckpt["model"]["name"],
+        "dataset": data.get("name", "?"),
+        "classes": len(ckpt["classes"]),
+        "input_shape": list(ckpt["input_shape"]),
+        "parameters": parameter_count(ckpt),
+        "epochs": len(hist),
+        "best_epoch": ckpt.get("best_epoch"),
+        "best_val_acc": metrics.get("val_acc"),
+        "test_acc": metrics.get("test_acc"),
+        "train_seconds": metrics.get("train_seconds"),
+        "device": ckpt.get("device", "?"),
+        "recipe": ckpt.get("config", {}).get("recipe", "?"),
+    }

@@ -1,0 +1,34 @@
+"""Many sessions at once (bench/loadtest.py): 3 headless-Chromium sessions drive one dashboard server on
+127.0.0.1 for 20 s (pages, attributions with method changes, image and checkpoint uploads). No errors, every
+session sees what a single session sees for the same inputs, and the server's peak RSS stays under the bound
+the bench states (cache sizes, see its docstring). Skipped with --no-browser / CNNLENS_SKIP_BROWSER=1."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _loadtest():
+    spec = importlib.util.spec_from_file_location("loadtest", REPO / "bench" / "loadtest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_three_sessions_for_twenty_seconds(lens_checkpoints):
+    lt = _loadtest()
+    if not Path(lt.CHROMIUM).is_file():
+        pytest.fail(f"Chromium not found at {lt.CHROMIUM} (or skip with --no-browser)")
+    result = lt.run(sessions=3, seconds=20, checkpoints=lens_checkpoints["dir"], max_steps=200)
+    print(result)
+    assert not result["reference_errors"], result["reference_errors"]
+    assert result["observations"] >= 6, result          # each session compared some results
+    assert result["errors"] == [], result["errors"]
+    assert result["crosstalk"] == [], result["crosstalk"]
+    assert result["peak_rss_mb"] <= result["bound_mb"], result
