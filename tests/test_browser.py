@@ -177,7 +177,8 @@ def in_viewport(page, selector: str) -> dict:
     """The element's bounding box relative to the viewport, and whether all of it is inside."""
     return page.evaluate("""(sel) => { const r = document.querySelector(sel).getBoundingClientRect();
         return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, height: r.height,
-                inside: r.top >= 0 && r.left >= 0 && r.bottom <= window.innerHeight && r.right <= window.innerWidth}; }""",
+                inside: r.top >= -2 && r.left >= -2 && r.bottom <= window.innerHeight + 2   // 2 px: sub-pixel rounding
+                        && r.right <= window.innerWidth + 2}; }""",
                          selector)
 
 
