@@ -38,13 +38,12 @@ import zipfile
 import torch
 from torch import nn
 
+from .ckptcheck import (FORMAT_VERSION, REQUIRED_KEYS, describe, not_zip_sentence, pickle_globals, refusal,
+                        validate)
 from .errors import CheckpointError, CNNLibError
 from .files import atomic_write
 from .models import get_model
 
-FORMAT_VERSION = 2
-MAX_SIDE, MAX_CHANNELS = 4096, 16     # input shapes beyond these are refused (a forward pass would not fit memory)
-REQUIRED_KEYS = ("format_version", "model", "state_dict", "classes", "input_shape", "normalization")
 
 
 def atomic_torch_save(obj, path: str) -> None:
@@ -61,37 +60,6 @@ def save_checkpoint(ckpt: dict, path: str) -> None:
     atomic_torch_save(ckpt, path)
 
 
-def _describe(source) -> str:
-    return str(source) if isinstance(source, (str, os.PathLike)) else "the uploaded file"
-
-
-# Globals a weights-only file may name: torch's tensor rebuilders and plain containers. Anything else in
-# a pickle (os.system, builtins.eval, a user's class) is code that a full unpickler would import and run.
-_PLAIN_GLOBALS = ("torch.", "collections.OrderedDict", "collections.defaultdict", "_codecs.encode",
-                  "builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.slice", "builtins.complex",
-                  "builtins.int", "builtins.float", "builtins.bool", "builtins.str", "builtins.bytes",
-                  "builtins.list", "builtins.dict", "builtins.tuple", "builtins.range")
-
-
-def _pickle_globals(data: bytes) -> list[str] | None:
-    """The module.name globals a pickle stream references, or None when it is not a readable pickle."""
-    import pickletools
-    found, strings = [], []
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            if op.name in ("GLOBAL", "INST"):
-                found.append(str(arg).replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-            elif isinstance(arg, str):
-                strings.append(arg)
-            if op.name == "STOP":
-                break
-    except Exception:  # noqa: BLE001 - not a pickle, or a damaged one
-        return None
-    return found
-
-
 def _diagnose(data: bytes, name: str, error: Exception) -> str:
     """One true sentence on why torch.load(weights_only=True) refused `data`."""
     if data[:4] == b"PK\x03\x04":                            # the zip format torch.save writes
@@ -103,47 +71,17 @@ def _diagnose(data: bytes, name: str, error: Exception) -> str:
                 data_pkl = z.read(pkls[0])
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, RuntimeError):
             return f"{name} is truncated or corrupt: its zip archive is incomplete (was the download or copy cut short?)"
-        found = _pickle_globals(data_pkl)
+        found = pickle_globals(data_pkl)
         if found is None:
             return f"{name} is corrupt: the PyTorch file's object index cannot be read"
-    elif data[:1] == b"\x80":                                  # a bare pickle (legacy torch.save, or pickle.dump)
-        found = _pickle_globals(data)
-        if found is None:
-            return f"{name} is truncated or corrupt: its pickle stream is damaged"
-        if not [g for g in found if not g.startswith(_PLAIN_GLOBALS)] and not _has_legacy_magic(data):
-            return f"{name} is a plain Python pickle, not a file written by torch.save"
+        sentence = refusal(name, found)
     else:
-        kind = ("an image" if data[:8] in (b"\x89PNG\r\n\x1a\n",) or data[:3] == b"\xff\xd8\xff" or data[:4] == b"GIF8"
-                else "a text file" if _is_text(data[:4096]) else "not a PyTorch file")
-        return f"{name} is {kind}, not a PyTorch checkpoint or weights file" if kind != "not a PyTorch file" \
-            else f"{name} is not a PyTorch file (it is neither a torch.save zip archive nor a pickle)"
-    code = [g for g in found if not g.startswith(_PLAIN_GLOBALS)]
-    if code:
-        return (f"{name} was refused: it holds Python objects ({', '.join(sorted(set(code))[:3])}) that loading "
-                "would import and run, and CNN Lens only loads tensors and plain data")
+        sentence = not_zip_sentence(data, name)
+    if sentence:
+        return sentence
     if isinstance(error, (EOFError, pickle.UnpicklingError)) and "truncated" in str(error).lower():
         return f"{name} is truncated: it ends before its data does"
     return f"{name} is corrupt: PyTorch cannot read it ({type(error).__name__})"
-
-
-def _has_legacy_magic(data: bytes) -> bool:
-    """Does the pickle start with the magic number of torch.save's legacy (pre-zip) format?"""
-    import pickletools
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            if isinstance(arg, int) and op.name.startswith(("LONG", "BININT", "INT")):
-                return arg == 0x1950A86A20F9469CFC6C
-    except Exception:  # noqa: BLE001
-        return False
-    return False
-
-
-def _is_text(head: bytes) -> bool:
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return all(c >= 32 or c in (9, 10, 13) for c in head)
 
 
 def safe_torch_load(source, what: str = "checkpoint"):
@@ -152,7 +90,7 @@ def safe_torch_load(source, what: str = "checkpoint"):
 
     `source` is a path, bytes, or a binary file object.
     """
-    name = _describe(source)
+    name = describe(source)
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
             raise CheckpointError(f"{what} {name} does not exist")
@@ -177,45 +115,7 @@ def safe_torch_load(source, what: str = "checkpoint"):
 
 def load_checkpoint(source) -> dict:
     """Read and validate a checkpoint (path, bytes or file object) without running any code."""
-    ckpt = safe_torch_load(source)
-    name = _describe(source)
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{name} holds a {type(ckpt).__name__}, not a CNN Lens checkpoint dict")
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-    if missing:
-        weights = ckpt and (all(isinstance(v, torch.Tensor) for v in ckpt.values())
-                            or any(k in ckpt for k in ("state_dict", "model_state_dict", "model", "net")))
-        if weights:
-            raise CheckpointError(f"{name} holds bare weights, not a CNN Lens checkpoint: turn it into one with "
-                                  f"`python -m cnnlib import {name if name != 'the uploaded file' else 'WEIGHTS'} "
-                                  "--model NAME --data PATH --out checkpoints/NAME.pt`")
-        hint = ""
-        raise CheckpointError(f"{name} is not a CNN Lens checkpoint: missing {', '.join(missing)}.{hint}")
-    version = ckpt["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise CheckpointError(f"{name} has format_version {version!r}; this cnnlib reads versions 1..{FORMAT_VERSION}")
-    model = ckpt["model"]
-    if not (isinstance(model, dict) and isinstance(model.get("name"), str)
-            and isinstance(model.get("kwargs", {}), dict)):
-        raise CheckpointError(f"{name}: 'model' must be {{'name': str, 'kwargs': dict}}")
-    if not isinstance(ckpt["state_dict"], dict):
-        raise CheckpointError(f"{name}: 'state_dict' is not a dict of tensors")
-    classes, shape, norm = ckpt["classes"], ckpt["input_shape"], ckpt["normalization"]
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise CheckpointError(f"{name}: 'classes' must be a non-empty list of names")
-    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)):
-        raise CheckpointError(f"{name}: 'input_shape' must be [C, H, W]")
-    if shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_SIDE:
-        raise CheckpointError(f"{name}: the input shape {list(shape)} is beyond what CNN Lens opens "
-                              f"(at most {MAX_CHANNELS} channels and {MAX_SIDE} pixels a side)")
-    pre = ckpt.get("preprocessing")
-    if pre is not None and not (isinstance(pre, dict) and all(isinstance(pre.get(k, 0), int) and pre.get(k, 0) >= 0
-                                                             for k in ("resize", "crop"))):
-        raise CheckpointError(f"{name}: 'preprocessing' must be {{'resize': int, 'crop': int}}")
-    if not (isinstance(norm, dict) and len(norm.get("mean", [])) == shape[0] == len(norm.get("std", []))
-            and all(float(s) > 0 for s in norm["std"])):
-        raise CheckpointError(f"{name}: 'normalization' must hold one mean and one positive std per channel")
-    return ckpt
+    return validate(safe_torch_load(source), describe(source), lambda v: isinstance(v, torch.Tensor))
 
 
 def _shape(t) -> str:

@@ -6,10 +6,9 @@ storages), reads only data.pkl, and unpickles it with a restricted unpickler tha
 torch's tensor rebuild functions and storage types are replaced by small stand-ins, so every tensor becomes a
 `TensorStub(shape, dtype)` (enough for parameter counts) and every other value (classes, input_shape,
 normalization, preprocessing, data, config, history numbers, metrics, created, model) is the real one. A
-pickle that names any global outside cnnlib.checkpoint's allowlist (`_PLAIN_GLOBALS`, copied here as
-PLAIN_GLOBALS; a test keeps the two equal) is refused with the same CheckpointError sentence the torch path
-gives; so are empty, truncated, corrupt and non-checkpoint files. The dict is validated like
-cnnlib.checkpoint.load_checkpoint (same sentences).
+pickle that names any global outside cnnlib.ckptcheck's allowlist is refused with the same CheckpointError
+sentence the torch path gives (both read them from cnnlib.ckptcheck); so are empty, truncated, corrupt and
+non-checkpoint files. The dict is validated by the same ckptcheck.validate.
 
 What it cannot tell without building the network: whether the weights fit the architecture and are finite.
 cnnlib.checkpoint.load_checkpoint / build_model still decide that when the model is loaded.
@@ -23,21 +22,13 @@ import collections
 import io
 import os
 import pickle
-import pickletools
 import threading
 import zipfile
 from typing import Any
 
+from .ckptcheck import describe, is_plain, not_zip_sentence, pickle_globals, refusal, validate
 from .errors import CheckpointError
 
-FORMAT_VERSION = 2
-MAX_SIDE, MAX_CHANNELS = 4096, 16
-REQUIRED_KEYS = ("format_version", "model", "state_dict", "classes", "input_shape", "normalization")
-# cnnlib.checkpoint._PLAIN_GLOBALS (tests/test_ckptmeta.py checks they are the same)
-PLAIN_GLOBALS = ("torch.", "collections.OrderedDict", "collections.defaultdict", "_codecs.encode",
-                 "builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.slice", "builtins.complex",
-                 "builtins.int", "builtins.float", "builtins.bool", "builtins.str", "builtins.bytes",
-                 "builtins.list", "builtins.dict", "builtins.tuple", "builtins.range")
 _PARAM_SKIP = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -215,7 +206,7 @@ class _Unpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         full = f"{module}.{name}"
-        if not full.startswith(PLAIN_GLOBALS):
+        if not is_plain(full):
             raise _Corrupt("UnpicklingError")          # not reached: the pre-scan refuses it with its sentence
         if full not in _GLOBALS:
             raise _Corrupt("UnpicklingError")          # allowed by prefix only; torch's unpickler refuses it too
@@ -236,76 +227,18 @@ class _Unpickler(pickle.Unpickler):
 
 # ----------------------------------------------------------------------------- sentences (as cnnlib.checkpoint)
 
-def _describe(source) -> str:
-    return str(source) if isinstance(source, (str, os.PathLike)) else "the uploaded file"
-
-
-def _pickle_globals(data: bytes) -> list[str] | None:
-    found, strings = [], []
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            if op.name in ("GLOBAL", "INST"):
-                found.append(str(arg).replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                found.append(f"{strings[-2]}.{strings[-1]}")
-            elif isinstance(arg, str):
-                strings.append(arg)
-            if op.name == "STOP":
-                break
-    except Exception:  # noqa: BLE001 - not a pickle, or a damaged one
-        return None
-    return found
-
-
-def _refused(name: str, found: list[str]) -> CheckpointError | None:
-    code = [g for g in found if not g.startswith(PLAIN_GLOBALS)]
-    if code:
-        return CheckpointError(f"{name} was refused: it holds Python objects ({', '.join(sorted(set(code))[:3])}) "
-                               "that loading would import and run, and CNN Lens only loads tensors and plain data")
-    return None
-
-
-def _has_legacy_magic(data: bytes) -> bool:
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            if isinstance(arg, int) and op.name.startswith(("LONG", "BININT", "INT")):
-                return arg == 0x1950A86A20F9469CFC6C
-    except Exception:  # noqa: BLE001
-        return False
-    return False
-
-
-def _is_text(head: bytes) -> bool:
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return all(c >= 32 or c in (9, 10, 13) for c in head)
-
-
 def _not_zip(data: bytes, name: str) -> CheckpointError:
-    """The sentence for a file that is not torch.save's zip archive (cnnlib.checkpoint._diagnose)."""
-    if data[:1] == b"\x80":
-        found = _pickle_globals(data)
-        if found is None:
-            return CheckpointError(f"{name} is truncated or corrupt: its pickle stream is damaged")
-        refused = _refused(name, found)
-        if refused:
-            return refused
-        if _has_legacy_magic(data):
-            return NeedsTorch(f"{name} is in PyTorch's legacy format, which only torch.load reads")
-        return CheckpointError(f"{name} is a plain Python pickle, not a file written by torch.save")
-    kind = ("an image" if data[:8] in (b"\x89PNG\r\n\x1a\n",) or data[:3] == b"\xff\xd8\xff" or data[:4] == b"GIF8"
-            else "a text file" if _is_text(data[:4096]) else "not a PyTorch file")
-    return CheckpointError(f"{name} is {kind}, not a PyTorch checkpoint or weights file" if kind != "not a PyTorch file"
-                           else f"{name} is not a PyTorch file (it is neither a torch.save zip archive nor a pickle)")
+    """The sentence for a file that is not torch.save's zip archive (a legacy torch.save pickle: NeedsTorch)."""
+    sentence = not_zip_sentence(data, name)
+    return CheckpointError(sentence) if sentence else NeedsTorch(f"{name} is in PyTorch's legacy format, which "
+                                                                 "only torch.load reads")
 
 
 # ----------------------------------------------------------------------------- reading
 
 def _open(source, what: str) -> tuple[Any, bytes, str]:
     """(what zipfile can open, the first 4 KiB, the name in sentences)."""
-    name = _describe(source)
+    name = describe(source)
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
             raise CheckpointError(f"{what} {name} does not exist")
@@ -343,12 +276,12 @@ def _load(source, what: str = "checkpoint") -> Any:
                               "(was the download or copy cut short?)") from None
     prefix = pkls[0][:-len("data.pkl")] + "data/"
     records = {i.filename[len(prefix):]: i.file_size for i in infos if i.filename.startswith(prefix)}
-    found = _pickle_globals(data_pkl)
+    found = pickle_globals(data_pkl)
     if found is None:
         raise CheckpointError(f"{name} is corrupt: the PyTorch file's object index cannot be read")
-    refused = _refused(name, found)
+    refused = refusal(name, found)
     if refused:
-        raise refused
+        raise CheckpointError(refused)
     try:
         return _Unpickler(data_pkl, records).load()
     except _Corrupt as e:
@@ -359,51 +292,7 @@ def _load(source, what: str = "checkpoint") -> Any:
         raise CheckpointError(f"{name} is corrupt: PyTorch cannot read it (UnpicklingError)") from None
 
 
-def _validate(ckpt: Any, name: str) -> dict:
-    """cnnlib.checkpoint.load_checkpoint's checks, with its sentences."""
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{name} holds a {type(ckpt).__name__}, not a CNN Lens checkpoint dict")
-    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
-    if missing:
-        weights = ckpt and (all(isinstance(v, TensorStub) for v in ckpt.values())
-                            or any(k in ckpt for k in ("state_dict", "model_state_dict", "model", "net")))
-        if weights:
-            raise CheckpointError(f"{name} holds bare weights, not a CNN Lens checkpoint: turn it into one with "
-                                  f"`python -m cnnlib import {name if name != 'the uploaded file' else 'WEIGHTS'} "
-                                  "--model NAME --data PATH --out checkpoints/NAME.pt`")
-        raise CheckpointError(f"{name} is not a CNN Lens checkpoint: missing {', '.join(missing)}.")
-    version = ckpt["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise CheckpointError(f"{name} has format_version {version!r}; this cnnlib reads versions 1..{FORMAT_VERSION}")
-    model = ckpt["model"]
-    if not (isinstance(model, dict) and isinstance(model.get("name"), str)
-            and isinstance(model.get("kwargs", {}), dict)):
-        raise CheckpointError(f"{name}: 'model' must be {{'name': str, 'kwargs': dict}}")
-    if not isinstance(ckpt["state_dict"], dict):
-        raise CheckpointError(f"{name}: 'state_dict' is not a dict of tensors")
-    classes, shape, norm = ckpt["classes"], ckpt["input_shape"], ckpt["normalization"]
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise CheckpointError(f"{name}: 'classes' must be a non-empty list of names")
-    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)):
-        raise CheckpointError(f"{name}: 'input_shape' must be [C, H, W]")
-    if shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_SIDE:
-        raise CheckpointError(f"{name}: the input shape {list(shape)} is beyond what CNN Lens opens "
-                              f"(at most {MAX_CHANNELS} channels and {MAX_SIDE} pixels a side)")
-    pre = ckpt.get("preprocessing")
-    if pre is not None and not (isinstance(pre, dict) and all(isinstance(pre.get(k, 0), int) and pre.get(k, 0) >= 0
-                                                             for k in ("resize", "crop"))):
-        raise CheckpointError(f"{name}: 'preprocessing' must be {{'resize': int, 'crop': int}}")
-    try:
-        norm_ok = (isinstance(norm, dict) and len(norm.get("mean", [])) == shape[0] == len(norm.get("std", []))
-                   and all(float(s) > 0 for s in norm["std"]))
-    except (TypeError, ValueError):
-        norm_ok = False
-    if not norm_ok:
-        raise CheckpointError(f"{name}: 'normalization' must hold one mean and one positive std per channel")
-    return ckpt
-
-
-_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE: collections.OrderedDict = collections.OrderedDict()   # (path, mtime, size) -> meta or its error
 _CACHE_MAX = 128
 _LOCK = threading.Lock()
 
@@ -413,7 +302,7 @@ def read_checkpoint(source) -> dict:
     CheckpointError (NeedsTorch for the legacy format) as cnnlib.checkpoint.load_checkpoint would raise.
     Paths are cached by (path, mtime, size)."""
     if not isinstance(source, (str, os.PathLike)):
-        return _validate(_load(source), _describe(source))
+        return validate(_load(source), describe(source), lambda v: isinstance(v, TensorStub))
     try:
         s = os.stat(source)
         key = (os.path.abspath(source), s.st_mtime_ns, s.st_size)
@@ -429,7 +318,7 @@ def read_checkpoint(source) -> dict:
                 raise type(hit)(str(hit))
             return hit
     try:
-        out: Any = _validate(_load(source), _describe(source))
+        out: Any = validate(_load(source), describe(source), lambda v: isinstance(v, TensorStub))
     except CheckpointError as e:
         out = e
     if key is not None:

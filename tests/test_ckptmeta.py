@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cnnlib import ckptmeta
-from cnnlib.checkpoint import _PLAIN_GLOBALS, checkpoint_summary, load_checkpoint, safe_torch_load
+from cnnlib.checkpoint import checkpoint_summary, load_checkpoint, safe_torch_load
 from cnnlib.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,10 +42,6 @@ def same(real, light, where="") -> None:
 @pytest.fixture(scope="module")
 def checkpoint_files(tiny_ckpt):
     return SHIPPED + [tiny_ckpt]
-
-
-def test_allowlist_is_cnnlib_checkpoints():
-    assert ckptmeta.PLAIN_GLOBALS == _PLAIN_GLOBALS
 
 
 def test_agrees_with_torch_load_on_every_value_and_shape(checkpoint_files):
