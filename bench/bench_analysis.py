@@ -8,26 +8,16 @@ a warm-up. Exit code 1 when a target is missed.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_name, timed  # noqa: E402
 
 from cnnlib import attribution, evaluate, interpret  # noqa: E402
 from cnnlib.models import get_model  # noqa: E402
-
-
-def timed(fn, repeats: int) -> float:
-    fn()                                                  # warm-up (allocator, kernels, lazy imports)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -67,7 +57,7 @@ def main() -> int:
         rows += [("  list_layers", None, lambda: interpret.list_layers(model), args.repeats * 4)]
 
     load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs{load}; "
+    print(f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs{load}; "
           f"median of repeats after one warm-up\n")
     print(f"{'operation':<58} {'target':>9} {'measured':>10}  result")
     failed = 0

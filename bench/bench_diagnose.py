@@ -9,7 +9,6 @@ rebuilds on purpose), then the cached reads. Exit code 1 when a target is missed
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -17,6 +16,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_name, timed  # noqa: E402
 
 from cnnlib import attribution, faithfulness, labels, neighbors, projection
 from cnnlib.data import checkpoint_data_spec, load_checkpoint_split
@@ -26,16 +27,6 @@ from cnnlib.inference import load_model
 from cnnlib.interpret import penultimate_features
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def timed(fn, repeats: int) -> float:
-    fn()                                                  # warm-up (allocator, kernels, lazy imports)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def once(fn) -> tuple[float, object]:
@@ -67,7 +58,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs{load}")
+    print(f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs{load}")
     failed = 0
 
     def row(what, seconds, target=None, note=""):

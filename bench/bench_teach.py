@@ -9,14 +9,14 @@ Prints the CPU model and the load average (other processes slow every number). E
 """
 import argparse
 import os
-import platform
-import statistics
 import sys
 import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_name, timed  # noqa: E402
 
 from cnnlib import teach  # noqa: E402
 from cnnlib.attribution import METHODS  # noqa: E402
@@ -24,27 +24,6 @@ from cnnlib.inference import load_model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_FEATUREVIS_S = 10.0
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def timed(fn, repeats: int) -> float:
-    fn()                                                  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -56,7 +35,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"{cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    print(f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     models = {n: load_model(os.path.join(ROOT, "checkpoints", f"{n}.pt"), "cpu") for n in ("simple_cnn", "resnet9")}
     x01 = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -19,3 +19,16 @@ def machine() -> str:
     """'<CPU model>, N cores, torch X' for a benchmark's header line."""
     import torch
     return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of `repeats` calls of fn(), after one warm-up call (allocator, kernels, lazy imports)."""
+    import statistics
+    import time
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
