@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .ckptcheck import (FORMAT_VERSION, REQUIRED_KEYS, describe, not_zip_sentence, pickle_globals, refusal,
-                        validate)
+                        summary, validate)
 from .errors import CheckpointError, CNNLibError
 from .files import atomic_write
 from .models import get_model
@@ -184,21 +184,5 @@ def build_model(ckpt: dict) -> nn.Module:
 
 
 def checkpoint_summary(ckpt: dict) -> dict:
-    """Flat facts for a summary card (everything optional beyond the required keys)."""
-    metrics, data, hist = ckpt.get("metrics", {}), ckpt.get("data", {}), ckpt.get("history", [])
-    n_params = sum(t.numel() for k, t in ckpt["state_dict"].items()
-                   if isinstance(t, torch.Tensor) and not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
-    return {
-        "model": ckpt["model"]["name"],
-        "dataset": data.get("name", "?"),
-        "classes": len(ckpt["classes"]),
-        "input_shape": list(ckpt["input_shape"]),
-        "parameters": n_params,
-        "epochs": len(hist),
-        "best_epoch": ckpt.get("best_epoch"),
-        "best_val_acc": metrics.get("val_acc"),
-        "test_acc": metrics.get("test_acc"),
-        "train_seconds": metrics.get("train_seconds"),
-        "device": ckpt.get("device", "?"),
-        "recipe": ckpt.get("config", {}).get("recipe", "?"),
-    }
+    """Flat facts for a summary card (everything optional beyond the required keys): ckptcheck.summary."""
+    return summary(ckpt)

@@ -6,6 +6,7 @@ reader (cnnlib.checkpoint) and the torch-free metadata reader (cnnlib.ckptmeta).
     refusal(name, found)           the "holds Python objects that loading would run" sentence, or None
     not_zip_sentence(data, name)   why a file that is not torch.save's zip archive cannot be read
     validate(ckpt, name, is_tensor) the checks every checkpoint dict must pass
+    summary(ckpt)                  flat facts for a summary card (model, data, parameters, accuracy, ...)
 """
 from __future__ import annotations
 
@@ -140,3 +141,28 @@ def validate(ckpt, name: str, is_tensor) -> dict:
     if not norm_ok:
         raise CheckpointError(f"{name}: 'normalization' must hold one mean and one positive std per channel")
     return ckpt
+
+
+def parameter_count(ckpt: dict) -> int:
+    """Parameters of a checkpoint dict (BatchNorm statistics left out); tensors or anything with .numel()."""
+    return sum(t.numel() for k, t in ckpt["state_dict"].items()
+               if hasattr(t, "numel") and not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+
+
+def summary(ckpt: dict) -> dict:
+    """Flat facts for a summary card, from a checkpoint dict (torch's, or ckptmeta.read_meta's)."""
+    metrics, data, hist = ckpt.get("metrics", {}), ckpt.get("data", {}), ckpt.get("history", [])
+    return {
+        "model": ckpt["model"]["name"],
+        "dataset": data.get("name", "?"),
+        "classes": len(ckpt["classes"]),
+        "input_shape": list(ckpt["input_shape"]),
+        "parameters": parameter_count(ckpt),
+        "epochs": len(hist),
+        "best_epoch": ckpt.get("best_epoch"),
+        "best_val_acc": metrics.get("val_acc"),
+        "test_acc": metrics.get("test_acc"),
+        "train_seconds": metrics.get("train_seconds"),
+        "device": ckpt.get("device", "?"),
+        "recipe": ckpt.get("config", {}).get("recipe", "?"),
+    }

@@ -26,10 +26,10 @@ import threading
 import zipfile
 from typing import Any
 
-from .ckptcheck import describe, is_plain, not_zip_sentence, pickle_globals, refusal, validate
+from .ckptcheck import (describe, is_plain, not_zip_sentence, parameter_count, pickle_globals, refusal,  # noqa: F401
+                        summary, validate)
 from .errors import CheckpointError
 
-_PARAM_SKIP = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class NeedsTorch(CheckpointError):
@@ -341,28 +341,3 @@ def read_meta(source) -> dict:
 def model_meta(ckpt: dict) -> dict:
     """The checkpoint without its weights: the keys inference.load_model puts in `model.meta`."""
     return {k: v for k, v in ckpt.items() if k != "state_dict"}
-
-
-def parameter_count(ckpt: dict) -> int:
-    """Trainable-size count as cnnlib.checkpoint.checkpoint_summary counts it (BatchNorm statistics left out)."""
-    return sum(t.numel() for k, t in ckpt["state_dict"].items()
-               if hasattr(t, "numel") and not k.endswith(_PARAM_SKIP))
-
-
-def summary(ckpt: dict) -> dict:
-    """cnnlib.checkpoint.checkpoint_summary for a read_meta dict (the same keys and values)."""
-    metrics, data, hist = ckpt.get("metrics", {}), ckpt.get("data", {}), ckpt.get("history", [])
-    return {
-        "model": ckpt["model"]["name"],
-        "dataset": data.get("name", "?"),
-        "classes": len(ckpt["classes"]),
-        "input_shape": list(ckpt["input_shape"]),
-        "parameters": parameter_count(ckpt),
-        "epochs": len(hist),
-        "best_epoch": ckpt.get("best_epoch"),
-        "best_val_acc": metrics.get("val_acc"),
-        "test_acc": metrics.get("test_acc"),
-        "train_seconds": metrics.get("train_seconds"),
-        "device": ckpt.get("device", "?"),
-        "recipe": ckpt.get("config", {}).get("recipe", "?"),
-    }

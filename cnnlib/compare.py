@@ -88,29 +88,13 @@ def split_paths(meta: dict, split: str = "test", data: str | None = None) -> lis
 
     Follows cnnlib.data: test/ when the folder has one, else the test split carved from train/ with the
     checkpoint's split seed; val and train are the validation split and the rest of train/ (after carving)."""
-    import torch
-
-    from .data import NAMED, SPLITS, _carve, _val, checkpoint_data_spec
-    from .datacache import folder_layout, scan
+    from .data import NAMED, SPLITS, checkpoint_data_spec, folder_split
     if split not in SPLITS:
         raise CNNLibError(f"unknown split {split!r}; use train, val or test")
     spec = checkpoint_data_spec(meta, data or "")
     if spec.source in NAMED:
         return None
-    layout = folder_layout(spec.source)
-    if split == "test" and layout["test"]:
-        return [p for p, _ in scan(layout["test"])[1]]
-    if not layout["train"]:
-        return []
-    files = [p for p, _ in scan(layout["train"])[1]]
-    idx = torch.arange(len(files))
-    if not layout["test"]:
-        test_idx, idx = _carve(len(files), spec.test_fraction, spec.split_seed)
-        idx = test_idx if split == "test" else idx
-    if split != "test":
-        val_idx, train_idx = _val(len(idx), spec.val_size, spec.split_seed)
-        idx = idx[val_idx if split == "val" else train_idx]
-    return [files[i] for i in idx.tolist()]
+    return [path for path, _ in folder_split(spec, split) or []]
 
 
 def selection_csv(indices, targets, preds, probs, classes, paths=None, scores=None, tag: str = "") -> bytes:

@@ -355,6 +355,26 @@ def _check_folder(spec: DataSpec, meta: dict) -> tuple[dict, list[str]]:
     return layout, classes
 
 
+def folder_split(spec: DataSpec, split: str, layout: dict | None = None) -> list[tuple[str, int]] | None:
+    """(file, label) of an ImageFolder split in the order load_checkpoint_split returns it: test/ when the
+    folder has one, else the test split carved from train/ with the split seed; val and train are the
+    validation split and the rest of train/ (after carving). None: a flat folder has no train or val."""
+    layout = layout or folder_layout(spec.source)
+    if split == "test" and layout["test"]:
+        return _scan(layout["test"])[1]
+    if not layout["train"]:
+        return None
+    samples = _scan(layout["train"])[1]
+    idx = torch.arange(len(samples))
+    if not layout["test"]:
+        test_idx, idx = _carve(len(samples), spec.test_fraction, spec.split_seed)
+        idx = test_idx if split == "test" else idx
+    if split != "test":
+        val_idx, train_idx = _val(len(idx), spec.val_size, spec.split_seed)
+        idx = idx[val_idx if split == "val" else train_idx]
+    return [samples[i] for i in idx.tolist()]
+
+
 def load_checkpoint_split(meta: dict, split: str = "test", data: str | None = None,
                           root: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(x uint8 (N, C, H, W), y int64 (N,)) numpy of `split` for a checkpoint; x may be a read-only memmap.
@@ -377,20 +397,9 @@ def load_checkpoint_split(meta: dict, split: str = "test", data: str | None = No
             x, y = x[idx], y[idx]
     else:
         layout, classes = _check_folder(spec, meta)
-        if split == "test" and layout["test"]:
-            samples = _scan(layout["test"])[1]
-        elif not layout["train"]:
+        samples = folder_split(spec, split, layout)
+        if samples is None:
             return _empty(shape)   # a flat folder is all test: no train or val images
-        else:  # a subset of train/: the carved test split, or validation / training after carving
-            samples = _scan(layout["train"])[1]
-            idx = torch.arange(len(samples))
-            if not layout["test"]:
-                test_idx, idx = _carve(len(samples), spec.test_fraction, spec.split_seed)
-                idx = test_idx if split == "test" else idx
-            if split != "test":
-                val_idx, train_idx = _val(len(idx), spec.val_size, spec.split_seed)
-                idx = idx[val_idx if split == "val" else train_idx]
-            samples = [samples[i] for i in idx.tolist()]
         x, y = _decode(samples, shape, preprocessing_for(spec.resize, spec.image_size), spec.root, classes)
     want = list(meta["classes"])
     if list(classes) != want:
