@@ -173,10 +173,14 @@ def build_model(ckpt: dict) -> nn.Module:
     model.eval()
     try:
         with torch.inference_mode():
-            k = model(torch.zeros(1, *ckpt["input_shape"])).shape[-1]
+            logits = model(torch.zeros(1, *ckpt["input_shape"]))
+            k = logits.shape[-1]
     except Exception as e:  # noqa: BLE001 - a shape the network cannot take
         raise CheckpointError(f"the {spec['name']} cannot run on its recorded input shape "
                               f"{list(ckpt['input_shape'])} ({type(e).__name__})") from None
+    if not bool(torch.isfinite(logits).all()):
+        raise CheckpointError("the network's output is not a number even for a blank image (its weights "
+                              "overflow): the checkpoint is damaged")
     if k != len(ckpt["classes"]):
         raise CheckpointError(f"the checkpoint lists {len(ckpt['classes'])} class names but the network has {k} "
                               "outputs; the class list must name every output")

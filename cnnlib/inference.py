@@ -61,6 +61,9 @@ def predict(model: nn.Module, image, k: int = 5) -> list[dict]:
     """Top-k classes with probabilities, most likely first."""
     classes = model.meta["classes"]
     probs = probabilities(model, image01(model, image))[0]
+    if not np.isfinite(probs).all():
+        raise CNNLibError("the network's output for this image is not a number (its weights overflow): "
+                          "the checkpoint is damaged")
     top = np.argsort(-probs, kind="stable")[:min(max(int(k), 1), len(classes))]
     return [{"class": classes[i], "prob": float(probs[i])} for i in top]
 

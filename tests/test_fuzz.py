@@ -47,10 +47,24 @@ def test_checkpoint_loading_survives_mutated_files(tiny_ckpt):
     assert len(outcomes) > 150
 
 
-def test_the_fuzzer_catches_a_planted_defect(tiny_ckpt, monkeypatch):
-    """Take out the NaN/shape check: the fuzz oracle must notice (NaN probabilities are not JSON)."""
+def test_the_fuzzer_catches_a_planted_defect(monkeypatch):
+    """Plant a bug (palette images raise a ValueError instead of ImageError): the oracle must report it."""
+    from cnnlib import images
+    real = images._flatten_mode
+
+    def planted(im):
+        if im.mode == "P":
+            raise ValueError("planted")
+        return real(im)
+    monkeypatch.setattr(images, "_flatten_mode", planted)
+    blob = fuzzcases._encode(fuzzcases._image("P", 8, 8, 0), "PNG", 1, None)
+    with pytest.raises(ValueError, match="planted"):
+        fuzzcases.check_image(blob)
+
+
+def test_nan_weights_are_refused_even_without_the_weights_check(tiny_ckpt, monkeypatch):
+    """Defence in depth: with the NaN/shape check taken out, the blank-image forward pass still refuses."""
     monkeypatch.setattr(checkpoint, "check_weights_fit", lambda *a, **k: None)
     blob = open(tiny_ckpt, "rb").read()
     nan = dict(fuzzcases.checkpoint_cases(blob, np.random.default_rng(0), flips=0))["NaN weights"]
-    with pytest.raises(ValueError, match="JSON"):
-        fuzzcases.check_checkpoint(nan, np.zeros((8, 8, 3), np.uint8))
+    assert fuzzcases.check_checkpoint(nan, np.zeros((8, 8, 3), np.uint8)) == "CheckpointError"
