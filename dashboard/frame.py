@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 import checkpoints
+import ui
 from checkpoints import Ctx
 
 _STATE = "frame.current"          # session state: (ctx, problem, page title) of this run
@@ -97,6 +98,8 @@ def begin(intro: str, title: str | None = None, needs_model: bool = True) -> Ctx
     """Title and the learner's introduction; returns the open checkpoint. Without one, says why (or how to
     train one) and, when the page needs a model, ends the page there."""
     ctx, problem, page_title = st.session_state.get(_STATE, (None, None, "CNN Lens"))
+    if page_title != PAGES[0].title:
+        ui.plotly_ready()           # charts: plotly's lazy caches built once, under a lock (not on Home)
     st.title(title or page_title)
     st.markdown(intro)
     if ctx is not None:

@@ -107,6 +107,24 @@ def scroll_into_view(key: str, token) -> None:
 
 # ----------------------------------------------------------------------------- charts and downloads
 
+_PLOTLY_LOCK = threading.Lock()
+_PLOTLY_READY: list[bool] = []
+
+
+def plotly_ready() -> None:
+    """Build one trace of each kind the pages use, once per process, under a lock. Plotly fills its validator
+    caches lazily and not thread-safely: ten sessions drawing their first chart at once raised inside go.Bar
+    (bench/loadtest.py). Costs about 0.2 s once; the warm-up thread usually pays it first."""
+    if _PLOTLY_READY:
+        return
+    with _PLOTLY_LOCK:
+        if not _PLOTLY_READY:
+            import plotly.graph_objects as go
+            go.Figure([go.Bar(x=[0], y=[0]), go.Scatter(x=[0], y=[0]), go.Heatmap(z=[[0]]),
+                       go.Scattergl(x=[0], y=[0])]).update_layout(height=10)
+            _PLOTLY_READY.append(True)
+
+
 def show_chart(fig, key: str, filename: str, modebar: bool = True, **kwargs):
     """st.plotly_chart with a PNG download in the chart's toolbar (camera icon); modebar=False hides the
     toolbar (small charts, where it would cover the data)."""

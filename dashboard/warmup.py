@@ -13,6 +13,7 @@ import threading
 
 import compute
 import testdata
+import ui
 from checkpoints import Ctx
 from cnnlib.errors import CNNLibError
 
@@ -42,6 +43,10 @@ def _import_heavy() -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a page that needs it will say what is wrong
             log.debug("warm-up import of %s failed", name, exc_info=True)
+    try:
+        ui.plotly_ready()
+    except Exception:  # noqa: BLE001
+        log.debug("warming plotly failed", exc_info=True)
 
 
 def start_imports() -> None:
