@@ -162,6 +162,9 @@ def build_index(model: nn.Module, x_train, y_train, cache_dir: str | None = None
     if dtype not in DTYPES:
         raise CNNLibError(f"unknown index dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     y = np.asarray(y_train).astype(np.int64).reshape(-1)
+    if len(y) == 0 and len(np.shape(x_train)) == 4:
+        raise CNNLibError("this checkpoint's data has no training images (its folder holds only a test set), "
+                          "so there are no training images to compare with")
     if len(np.shape(x_train)) != 4 or len(x_train) != len(y) or len(y) == 0:
         raise CNNLibError(f"an index needs images (N, C, H, W) and N labels, got {tuple(np.shape(x_train))} "
                           f"and {y.shape}")
