@@ -38,7 +38,7 @@ import zipfile
 import torch
 from torch import nn
 
-from .ckptcheck import (FORMAT_VERSION, REQUIRED_KEYS, describe, not_zip_sentence, pickle_globals, refusal,
+from .ckptcheck import (FORMAT_VERSION, REQUIRED_KEYS, describe, not_zip_sentence, pickle_globals, read_path, refusal,
                         summary, validate)
 from .errors import CheckpointError, CNNLibError
 from .files import atomic_write
@@ -92,13 +92,7 @@ def safe_torch_load(source, what: str = "checkpoint"):
     """
     name = describe(source)
     if isinstance(source, (str, os.PathLike)):
-        if not os.path.isfile(source):
-            raise CheckpointError(f"{what} {name} does not exist")
-        try:
-            with open(source, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise CheckpointError(f"{what} {name} cannot be read ({e.strerror or type(e).__name__})") from None
+        data = read_path(source, what)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:

@@ -36,6 +36,18 @@ def describe(source) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else "the uploaded file"
 
 
+def read_path(path, what: str, limit: int = -1) -> bytes:
+    """The first `limit` bytes (-1: all) of a checkpoint or weights file, or the one sentence why not."""
+    name = describe(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what} {name} does not exist")
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit)
+    except OSError as e:
+        raise CheckpointError(f"{what} {name} cannot be read ({e.strerror or type(e).__name__})") from None
+
+
 def pickle_globals(data: bytes) -> list[str] | None:
     """The module.name globals a pickle stream references, or None when it is not a readable pickle."""
     found, strings = [], []

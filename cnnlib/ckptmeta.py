@@ -26,7 +26,7 @@ import threading
 import zipfile
 from typing import Any
 
-from .ckptcheck import (describe, is_plain, not_zip_sentence, parameter_count, pickle_globals, refusal,  # noqa: F401
+from .ckptcheck import (describe, is_plain, read_path, not_zip_sentence, parameter_count, pickle_globals, refusal,  # noqa: F401
                         summary, validate)
 from .errors import CheckpointError
 
@@ -240,14 +240,7 @@ def _open(source, what: str) -> tuple[Any, bytes, str]:
     """(what zipfile can open, the first 4 KiB, the name in sentences)."""
     name = describe(source)
     if isinstance(source, (str, os.PathLike)):
-        if not os.path.isfile(source):
-            raise CheckpointError(f"{what} {name} does not exist")
-        try:
-            with open(source, "rb") as f:
-                head = f.read(4096)
-        except OSError as e:
-            raise CheckpointError(f"{what} {name} cannot be read ({e.strerror or type(e).__name__})") from None
-        return source, head, name
+        return source, read_path(source, what, 4096), name
     data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else source.read()
     return io.BytesIO(data), data[:4096], name
 
