@@ -112,13 +112,17 @@ _PLOTLY_READY: list[bool] = []
 
 
 def plotly_ready() -> None:
-    """Build one trace of each kind the pages use, once per process, under a lock. Plotly fills its validator
-    caches lazily and not thread-safely: ten sessions drawing their first chart at once raised inside go.Bar
-    (bench/loadtest.py). Costs about 0.2 s once; the warm-up thread usually pays it first."""
+    """Import pandas and build one trace of each kind the pages use, once per process, under a lock.
+
+    Plotly fills its validator caches lazily, and its array check reads `sys.modules["pandas"]` without importing
+    it: while another session's thread was still importing pandas, that check saw a partially initialised module
+    and go.Bar raised AttributeError (bench/loadtest.py, 10 sessions). `import pandas` here waits until pandas
+    is whole, so no chart is built before it is. Costs about 0.5 s once; the warm-up thread usually pays it."""
     if _PLOTLY_READY:
         return
     with _PLOTLY_LOCK:
         if not _PLOTLY_READY:
+            import pandas  # noqa: F401  (whole in sys.modules before any chart: see above)
             import plotly.graph_objects as go
             go.Figure([go.Bar(x=[0], y=[0]), go.Scatter(x=[0], y=[0]), go.Heatmap(z=[[0]]),
                        go.Scattergl(x=[0], y=[0])]).update_layout(height=10)
