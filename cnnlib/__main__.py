@@ -74,12 +74,13 @@ def import_main(argv) -> int:
                                                      "model's output order (default: the data's class folders, sorted)")
     p.add_argument("--num-classes", type=int, metavar="K", help="outputs of the model (default: read from the weights)")
     p.add_argument("--data-root", metavar="DIR", help="where datasets and decoded caches live")
-    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per forward pass on the test split")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="images per forward pass on the test split (default: by image size, 256 at 32 px, 20 at 224)")
     p.add_argument("--no-download", action="store_true", help="never download a named dataset")
     args = p.parse_args(argv)
     if (args.mean is None) != (args.std is None):
         raise CNNLibError("give --mean and --std together (the statistics the model was trained with)")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise CNNLibError("--batch-size must be at least 1")
     out = args.out or os.path.join("checkpoints", os.path.splitext(os.path.basename(args.weights))[0] + ".pt")
     import_weights(args.weights, args.model, args.data, out=out, image_size=args.image_size, resize=args.resize,

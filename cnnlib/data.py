@@ -412,14 +412,18 @@ def load_checkpoint_split(meta: dict, split: str = "test", data: str | None = No
 
 # ----------------------------------------------------------------------------- statistics and augmentation
 
-def channel_stats(x, chunk: int = 8192) -> tuple[list[float], list[float]]:
+def channel_stats(x, chunk: int | None = None) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images (N, C, H, W) (tensor, array or memmap), in [0, 1] units,
-    in float64; reads `chunk` images at a time, so a memmap is never loaded whole."""
+    in float64; reads `chunk` images at a time (None: about 32 MB of pixels, datacache.chunks) and lets a
+    memmap's used rows go, so memory does not grow with N or the image size."""
+    from .datacache import chunks, release_rows
     c = x.shape[1]
     s, s2, n = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
-    for i in range(0, len(x), chunk):
-        b = x[i:i + chunk]
+    steps = chunks(len(x), x.shape[1:]) if chunk is None else [(a, a + chunk) for a in range(0, len(x), chunk)]
+    for i, stop in steps:
+        b = x[i:stop]
         b = (b if isinstance(b, torch.Tensor) else torch.from_numpy(np.array(b))).to(torch.float64).div_(255.0)
+        release_rows(x, i, stop)
         s += b.sum(dim=(0, 2, 3))
         s2 += (b * b).sum(dim=(0, 2, 3))
         n += b.numel() // c

@@ -110,6 +110,32 @@ def _remove_stale(base: str, age_s: float = 600.0) -> None:
                 pass
 
 
+def release_rows(x, start: int, stop: int) -> None:
+    """Drop rows [start, stop) of a read-only memory-mapped cache array (read_split's mode "r", or a slice of
+    consecutive rows of one) from this process's resident memory once they have been used: the pages stay in
+    the OS file cache, so reading them again is cheap, but a pass over a 7.5 GB cache no longer leaves 7.5 GB
+    resident. Anything else (an in-memory array, a tensor, a copy-on-write memmap whose changed pages must
+    survive): no-op."""
+    import mmap
+    root = x
+    while isinstance(root, np.ndarray) and isinstance(root.base, np.ndarray):
+        root = root.base                                # a slice's memmap, up to the one that owns the mmap
+    mm = getattr(root, "base", None)
+    if not (isinstance(x, np.ndarray) and isinstance(root, np.memmap) and root.mode == "r" and stop > start
+            and isinstance(mm, mmap.mmap) and hasattr(mm, "madvise") and x.flags.c_contiguous):
+        return
+    row = int(np.prod(x.shape[1:])) * x.itemsize
+    into = x.__array_interface__["data"][0] - root.__array_interface__["data"][0]   # bytes into root's data
+    first = root.offset % mmap.ALLOCATIONGRANULARITY + into + start * row  # np.memmap maps from an aligned offset
+    begin = first - first % mmap.PAGESIZE
+    length = min(first + (min(stop, len(x)) - start) * row, len(mm)) - begin
+    if length > 0:
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, begin, length)
+        except (OSError, ValueError):
+            pass                                        # an advice, never an error
+
+
 def chunks(n: int, shape) -> list[tuple[int, int]]:
     """[(start, stop), ...] covering range(n), each about CHUNK_BYTES of uint8 images of `shape`."""
     step = max(1, CHUNK_BYTES // max(1, int(np.prod(shape))))

@@ -91,7 +91,7 @@ def fitted_model(model: str, sd: dict, k: int, c: int, size: int, ordered: bool 
 
 def import_weights(weights: str, model: str, data: str, out: str | None = None, image_size: int | None = None,
                    resize: int | None = None, mean=None, std=None, classes: str | list | None = None,
-                   num_classes: int | None = None, data_root: str | None = None, batch_size: int = 256,
+                   num_classes: int | None = None, data_root: str | None = None, batch_size: int | None = None,
                    download: bool = True, log=print) -> dict:
     """Build the checkpoint dict (see the module docstring); write it to `out` when given."""
     from .data import NAMED, channel_stats, load_dataset

@@ -248,11 +248,13 @@ def forward_batches(net: nn.Module, x, mean: torch.Tensor, std: torch.Tensor, ba
     """Yield (start, logits float32 (B, K)) for consecutive batches of x (N, C, H, W).
 
     x: uint8 or [0, 1] float, a tensor, a numpy array or a memory-mapped file; only one batch at a time
-    is copied and moved to the device, so memory does not grow with N (batch_size None: batch_size_for the
+    is copied and moved to the device, and a read-only memmap's rows leave resident memory once used
+    (datacache.release_rows), so memory does not grow with N (batch_size None: batch_size_for the
     image size). Runs under inference_mode, with
     autocast when `dtype` is given; `progress` is a tqdm label (None: no bar). The caller puts `net`
     in eval() (or passes a working copy).
     """
+    from .datacache import release_rows
     n = len(x)
     if n == 0:
         return
@@ -268,6 +270,7 @@ def forward_batches(net: nn.Module, x, mean: torch.Tensor, std: torch.Tensor, ba
                 with autocast(mean.device, dtype):
                     logits = net(xb)
                 yield i, logits.float()
+                release_rows(x, i, i + len(xb))          # a read-only memmap's used pages leave resident memory
                 if bar is not None:
                     bar.update(len(xb))
     finally:

@@ -36,7 +36,6 @@ SECTIONS: dict[str, list[Entry]] = {
               "train a new model from the dashboard and watch its curves live"),
         Entry("views/training_batch.py", "Training batch", ":material/shuffle:", "Training_batch",
               "what the training loop feeds the network: crop, flip, normalisation"),
-        # (train-from-the-dashboard and training-batch pages go here)
     ],
     "Results": [
         Entry("views/evaluation.py", "Evaluation", ":material/grid_on:", "Evaluation",
@@ -51,7 +50,6 @@ SECTIONS: dict[str, list[Entry]] = {
               "two checkpoints on the same images: agreement, McNemar's test, where they disagree"),
         Entry("views/selections.py", "Selections", ":material/sell:", "Selections",
               "the image sets you tagged on other pages, as CSV"),
-        # (label-issue, comparison and selection pages go here)
     ],
     "Inside the network": [
         Entry("views/filters.py", "Filters", ":material/filter:", "Filters",
@@ -64,7 +62,6 @@ SECTIONS: dict[str, list[Entry]] = {
               "one image through every layer, in one strip"),
         Entry("views/channel_vis.py", "Channel visualisation", ":material/auto_awesome:", "Channel_visualisation",
               "the pattern a channel wants to see, and the images that excite it"),
-        # (forward-pass, layer-strip and feature-visualisation pages go here)
     ],
     "Explanations": [
         Entry("views/saliency.py", "Saliency", ":material/local_fire_department:", "Saliency",
@@ -75,7 +72,6 @@ SECTIONS: dict[str, list[Entry]] = {
               "how far to trust a saliency map: deletion and insertion curves"),
         Entry("views/sanity.py", "Sanity check", ":material/rule:", "Sanity_check",
               "do the saliency maps change when the weights are randomised?"),
-        # (neighbour, faithfulness and sanity-check pages go here)
     ],
 }
 PAGES = [e for entries in SECTIONS.values() for e in entries]

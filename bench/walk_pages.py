@@ -1,0 +1,267 @@
+"""Every dashboard page in headless Chromium, on models a user brings: weights files imported at 224 pixels.
+
+    python bench/walk_pages.py [--models torchvision/resnet18 torchvision/mobilenet_v3_small timm/resnet18d]
+                               [--data PATH | --per-class N] [--out artifacts/walk]
+
+What it does, in one run:
+  1. data: --data (an ImageFolder with train/ and test/), or the first N train and N test CIFAR-10 JPEGs per
+     class of .cache/cifar10-jpeg upscaled to 224 x 224 under --work (git-ignored; never commit it);
+  2. for each model: random weights (seed 0) saved the way a user saves theirs,
+     `torch.save(model.state_dict(), FILE)`, then `python -m cnnlib import FILE --model NAME --data DATA`
+     with the family's default preprocessing (resize 256, centre crop 224, ImageNet statistics);
+  3. one `streamlit run dashboard/Home.py` on a loopback port with the imported checkpoints in its folder,
+     one Chromium (1400 x 900, empty profile); for each checkpoint, chosen in the sidebar's picker as a user
+     would, every page of the page list is opened, and the pages' main actions are done: Errors' first
+     "Explain", an uploaded image on Saliency, "Optimise an image" on Channel visualisation;
+  4. prints, per checkpoint and page, the seconds until the page was ready, any exception box or error box,
+     and the first warning / info sentence (what the page says it cannot show); a screenshot of each view
+     goes to --out. Exit status 1 when any page showed an exception or an error box.
+
+`walk(url, checkpoints, out)` is what tests/test_browser_imported.py runs on small synthetic folders.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "dashboard"), str(Path(__file__).resolve().parent)]
+
+CHROMIUM = os.environ.get("CNNLENS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+VIEWPORT = {"width": 1400, "height": 900}
+PAGE_TIMEOUT_MS = 300_000          # one page at 224 px on 2 CPU cores, everything it computes included
+# the element each page shows when it has done its job (None: the title and a finished script are enough)
+READY = {"Architecture": ".st-key-arch_rf .main-svg", "Evaluation": ".st-key-eval_cm .nsewdrag",
+         "Errors": ".st-key-err_gallery img", "Filters": ".st-key-filt_first img", "Feature_maps": ".st-key-fm_grid img",
+         "Saliency": ".st-key-sal_result img", "Embeddings": ".st-key-emb_chart .main-svg"}
+
+
+# ----------------------------------------------------------------------------- data, weights, import
+
+def cifar224(src: Path, dst: Path, per_class: int) -> Path:
+    """The first `per_class` train and test images of each CIFAR-10 class, upscaled to 224 x 224 (bilinear)."""
+    from PIL import Image
+    if (dst / "done").exists():
+        return dst
+    shutil.rmtree(dst, ignore_errors=True)
+    for split in ("train", "test"):
+        for c in sorted(os.listdir(src / split)):
+            (dst / split / c).mkdir(parents=True)
+            for name in sorted(os.listdir(src / split / c))[:per_class]:
+                with Image.open(src / split / c / name) as im:
+                    im.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR).save(dst / split / c / name,
+                                                                                         quality=90)
+    (dst / "done").touch()
+    return dst
+
+
+def save_weights(model: str, num_classes: int, path: Path) -> Path:
+    """Random weights (seed 0) of a torchvision or timm network, saved as a bare state dict."""
+    import torch
+    torch.manual_seed(0)
+    family, name = model.split("/", 1)
+    if family == "torchvision":
+        import torchvision
+        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    elif family == "timm":
+        import timm
+        net = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    else:
+        raise SystemExit(f"--models takes torchvision/<name> or timm/<name>, not {model!r}")
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def import_checkpoint(weights: Path, model: str, data: Path, out: Path, root: Path) -> float:
+    """`python -m cnnlib import` as a user types it; returns its wall seconds."""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "cnnlib", "import", str(weights), "--model", model, "--data",
+                        str(data), "--out", str(out), "--data-root", str(root)],
+                       cwd=REPO, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"import of {model} failed:\n{r.stdout[-1500:]}{r.stderr[-1500:]}")
+    return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- server
+
+@contextlib.contextmanager
+def serve(checkpoint_dir: Path, data_root: Path | None, log: Path, script: Path = REPO / "dashboard" / "Home.py"):
+    """`streamlit run dashboard/Home.py` (or `script`) on a free loopback port; yields its URL once healthy."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CNNLENS_CHECKPOINTS": str(checkpoint_dir), "PYTHONUNBUFFERED": "1"}
+    if data_root is not None:
+        env["CNNLIB_DATA_ROOT"] = str(data_root)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless",
+           "true", "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats",
+           "false", "--server.fileWatcherType", "none"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit not healthy after 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ----------------------------------------------------------------------------- the walk
+
+def _idle(page) -> None:
+    page.wait_for_timeout(300)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=PAGE_TIMEOUT_MS)
+
+
+def _texts(page, selector: str) -> list[str]:
+    return [t.strip() for t in page.locator(f'[data-testid="stMain"] {selector}').all_inner_texts() if t.strip()]
+
+
+def _pick_checkpoint(page, name: str) -> None:
+    box = page.locator(".st-key-side_ckpt input").first        # a searchable combobox: type, then pick
+    box.click()
+    box.fill(name)
+    page.get_by_role("option", name=name).first.click()
+    _idle(page)
+    page.locator('[data-testid="stSidebar"]').get_by_text(name).first.wait_for(state="visible")
+
+
+def _act(page, url_name: str, upload: Path | None) -> str:
+    """The page's main action, as a user does it; returns what was done ('' for none)."""
+    if url_name == "Errors" and page.get_by_role("button", name="Explain").count():
+        page.get_by_role("button", name="Explain").first.click()
+        page.locator(".st-key-err_explain_panel img").first.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
+        return "explained the first error"
+    if url_name == "Saliency" and upload is not None:
+        page.locator(".st-key-sal_src").get_by_text("Upload an image").click()
+        _idle(page)
+        page.locator(".st-key-sal_upload input[type=file]").set_input_files(str(upload))
+        page.get_by_text(f"{upload.name} (resized to the model's input)").first.wait_for(
+            state="visible", timeout=PAGE_TIMEOUT_MS)
+        _idle(page)
+        page.locator(".st-key-sal_result img").first.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
+        return f"uploaded {upload.name}"
+    if url_name == "Channel_visualisation" and page.locator(".st-key-cv_go button").count():
+        page.locator(".st-key-cv_go button").first.click()
+        _idle(page)
+        return "optimised an image"
+    return ""
+
+
+def walk(url: str, checkpoint_names: list[str], out: Path, upload: Path | None = None,
+         log=print) -> list[dict]:
+    """Open every page for every checkpoint (chosen in the picker); one row per view:
+    {checkpoint, page, seconds, action, exceptions, errors, notes}. Screenshots to out/<ckpt>_<page>.png."""
+    import frame
+    from playwright.sync_api import sync_playwright
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    profile = tempfile.mkdtemp(prefix="cnnlens-walk-")
+    try:
+        with sync_playwright() as p:
+            ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                       args=CHROMIUM_ARGS, viewport=VIEWPORT)
+            page = ctx.pages[0] if ctx.pages else ctx.new_page()
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            page.goto(url + "/")
+            _idle(page)
+            for ck in checkpoint_names:
+                _pick_checkpoint(page, ck)
+                for e in frame.PAGES:
+                    t0 = time.perf_counter()
+                    page.locator(f'[data-testid="stSidebarNav"] a[href$="/{e.url}"]').first.click()
+                    page.locator("h1", has_text=e.title).first.wait_for(state="visible")
+                    _idle(page)
+                    problems = _texts(page, '[data-testid="stAlertContentError"]')
+                    if e.url in READY and not problems:
+                        page.locator(READY[e.url]).first.wait_for(state="visible")
+                        _idle(page)
+                    seconds = time.perf_counter() - t0
+                    action = "" if problems else _act(page, e.url, upload)
+                    page.wait_for_timeout(400)
+                    stem = f"{Path(ck).stem}_{e.url}"
+                    page.screenshot(path=str(out / f"{stem}.png"))
+                    row = {"checkpoint": ck, "page": e.title, "seconds": round(seconds, 2), "action": action,
+                           "exceptions": [t[:300] for t in _texts(page, '[data-testid="stException"]')],
+                           "errors": _texts(page, '[data-testid="stAlertContentError"]'),
+                           "notes": [t.split("\n")[0][:160] for t in
+                                     _texts(page, '[data-testid="stAlertContentWarning"]')
+                                     + _texts(page, '[data-testid="stAlertContentInfo"]')][:2]}
+                    rows.append(row)
+                    flag = "EXCEPTION" if row["exceptions"] else "ERROR" if row["errors"] else "ok"
+                    log(f"  {ck:<34} {e.title:<24} {seconds:6.1f} s  {flag:<9} {action}"
+                        + (f"  | {row['notes'][0]}" if row["notes"] else "")
+                        + (f"  | {(row['exceptions'] + row['errors'])[0][:200]}" if flag != "ok" else ""),
+                        flush=True)
+            ctx.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+",
+                   default=["torchvision/resnet18", "torchvision/mobilenet_v3_small", "timm/resnet18d"])
+    p.add_argument("--data", type=Path, default=None, help="an ImageFolder with train/ and test/")
+    p.add_argument("--per-class", type=int, default=20, help="CIFAR-10 images per class and split (no --data)")
+    p.add_argument("--src", type=Path, default=REPO / ".cache" / "cifar10-jpeg")
+    p.add_argument("--work", type=Path, default=REPO / ".cache" / "walk224")
+    p.add_argument("--out", type=Path, default=REPO / "artifacts" / "walk")
+    args = p.parse_args()
+    from machine import machine
+    data = args.data or cifar224(args.src, args.work / "data", args.per_class)
+    classes = sorted(d for d in os.listdir(data / "test") if (data / "test" / d).is_dir())
+    ckdir, root = args.work / "checkpoints", args.work / "data-root"
+    shutil.rmtree(ckdir, ignore_errors=True)
+    ckdir.mkdir(parents=True)
+    names = []
+    for model in args.models:
+        stem = model.replace("/", "_")
+        weights = save_weights(model, len(classes), args.work / f"{stem}.pth")
+        seconds = import_checkpoint(weights, model, data, ckdir / f"{stem}.pt", root)
+        print(f"imported {model}: {seconds:.1f} s", flush=True)
+        names.append(f"{stem}.pt")
+    print(f"\n{machine()}: every page, {len(names)} imported checkpoints, {data}\n", flush=True)
+    upload = next((data / "test" / classes[0]).iterdir())
+    t0 = time.perf_counter()
+    with serve(ckdir, root, args.work / "streamlit.log") as url:
+        rows = walk(url, names, args.out, upload=upload)
+    bad = [r for r in rows if r["exceptions"] or r["errors"]]
+    secs = sorted(r["seconds"] for r in rows)
+    print(f"\n{len(rows)} page views in {time.perf_counter() - t0:.0f} s, {len(bad)} with an exception or error box; "
+          f"page ready median {secs[len(secs) // 2]:.1f} s, slowest {secs[-1]:.1f} s; screenshots in {args.out}")
+    server_log = (args.work / "streamlit.log").read_text()
+    if "Traceback" in server_log:
+        print("the server log holds a traceback:\n" + server_log[-3000:])
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
