@@ -1,7 +1,9 @@
-"""CNN Lens: `streamlit run dashboard/Home.py`. The frame around every page: the background import of torch
-(first session only), page config, the sidebar (checkpoint picker), the open checkpoint, the page list, the
-page, then the background warm-up of the checkpoint. Home itself needs no torch: it reads the checkpoint with
-cnnlib.ckptmeta, so the first page is up while torch loads; every other page gets the model loaded first."""
+"""CNN Lens: `streamlit run dashboard/Home.py`. The frame around every page: page config, the sidebar
+(checkpoint picker), the open checkpoint, the page list, the page, then the background work: the import of
+torch (first session only) and the warm-up of the checkpoint. Home itself needs no torch: it reads the
+checkpoint with cnnlib.ckptmeta. The background import starts only once the page's script has finished:
+started at the top, it held the GIL against the first page's own script and made the first page 2.9 s
+slower (bench/bench_firstpage.py); every other page gets the model loaded first."""
 import sys
 from pathlib import Path
 
@@ -10,14 +12,11 @@ for _p in (str(_HERE), str(_HERE.parent)):      # dashboard modules and cnnlib, 
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import warmup  # noqa: E402
-
-warmup.start_imports()     # once per server process: torch and cnnlib's heavy modules, while this page renders
-
 import streamlit as st  # noqa: E402
 
 import frame  # noqa: E402
 import sidebar  # noqa: E402
+import warmup  # noqa: E402
 
 st.set_page_config(page_icon=":material/center_focus_strong:", layout="wide")
 page = frame.navigation()
@@ -26,4 +25,5 @@ frame.set_current(ctx, problem, page.title)
 try:
     page.run()
 finally:
-    warmup.start(ctx)      # once per checkpoint and data folder per server process; draws nothing
+    warmup.start_imports()     # once per server process: torch and cnnlib's heavy modules, after this page
+    warmup.start(ctx)          # once per checkpoint and data folder per server process; draws nothing

@@ -1,7 +1,8 @@
 """Background warm-up, two parts, neither draws anything (CNNLENS_PREFETCH=0 turns both off):
 
-- `start_imports()`, called at the very top of Home.py by the first session of a server process: a thread
-  imports torch and cnnlib's heavy modules while the first page (which needs none of them) renders.
+- `start_imports()`, called by Home.py after the first page's script has finished, once per server process:
+  a thread imports torch and cnnlib's heavy modules while the user reads that page (started before the page,
+  it competed with it for the GIL: 5.3 s to the first page against 2.4 s without it).
 - `start(ctx)`, after each page: once per checkpoint (and Data folder) per server process, a thread loads the
   model into the shared cache and fills the caches the pages read (test pixels, predictions, reports, layer
   table, default embedding) so the other pages open quickly."""
