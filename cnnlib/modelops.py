@@ -116,15 +116,71 @@ def _split_reused_modules(net: nn.Module, shape: list[int]) -> None:
 
 
 def inference_copy(model: nn.Module) -> tuple[nn.Module, bool]:
-    """(network, channels_last) for fast batched inference: a full copy with each BatchNorm folded into
-    its conv (torch.fx) in channels_last memory format; the plain working copy if fx cannot trace it."""
-    from torch.fx.experimental.optimization import fuse
-    net = working_copy(model)
+    """(network, channels_last) for fast batched inference: a private copy (own weights) in eval(), with each
+    BatchNorm folded into the conv whose output it normalises, in channels_last memory format.
+
+    The conv -> BatchNorm pairs are found with hooks on one forward pass of random input (a BatchNorm2d whose
+    input is exactly a Conv2d's output, each called once), folded with torch's fuse_conv_bn_eval, and the
+    folded copy must give the original's outputs on that input, else nothing is folded. Not torch.fx: its
+    tracer patches nn.Module.__call__ for every thread while it runs, and another dashboard session's
+    forward pass then failed inside it (bench/loadtest.py). Layer names are kept (a folded BatchNorm becomes
+    nn.Identity), so hooks by name still work on the copy."""
+    net = copy.deepcopy(model).eval()
     try:
-        net = fuse(net)           # copies the weights, so the memory-format change below stays private
-    except Exception:  # noqa: BLE001  (any untraceable forward: fall back to the unfused copy)
+        shape = input_shape(model)
+    except CNNLibError:
         return net, False
+    _fold_batchnorms(net, shape)
     return net.to(memory_format=torch.channels_last), True
+
+
+def _fold_batchnorms(net: nn.Module, shape: list[int]) -> None:
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    modules = dict(net.named_modules())
+    made, calls, pairs, keep = {}, {}, [], []       # id(conv output) -> conv name; name -> calls; (conv, bn)
+
+    def after_conv(name):
+        def hook(m, args, out):
+            calls[name] = calls.get(name, 0) + 1
+            made[id(out)] = name
+            keep.append(out)                             # keeps ids unique during the pass
+        return hook
+
+    def before_bn(name):
+        def hook(m, args):
+            calls[name] = calls.get(name, 0) + 1
+            if id(args[0]) in made:
+                pairs.append((made[id(args[0])], name))
+        return hook
+
+    handles = []
+    try:
+        for name, m in modules.items():
+            if type(m) is nn.Conv2d:
+                handles.append(m.register_forward_hook(after_conv(name)))
+            elif type(m) is nn.BatchNorm2d and m.track_running_stats and m.running_mean is not None:
+                handles.append(m.register_forward_pre_hook(before_bn(name)))
+        x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0)).to(model_device(net))
+        with torch.inference_mode():
+            reference = net(x)
+    except Exception:  # noqa: BLE001 - a model that cannot run on random input is left unfolded
+        return
+    finally:
+        for h in handles:
+            h.remove()
+    pairs = [(c, b) for c, b in pairs if calls.get(c) == 1 and calls.get(b) == 1]
+    if not pairs or not isinstance(reference, torch.Tensor):
+        return
+    originals = {}
+    for conv, bn in pairs:
+        originals[conv], originals[bn] = modules[conv], modules[bn]
+        net.set_submodule(conv, fuse_conv_bn_eval(modules[conv], modules[bn]))
+        net.set_submodule(bn, nn.Identity())
+    with torch.inference_mode():
+        folded = net(x)
+    if not torch.allclose(folded, reference, rtol=1e-3, atol=1e-4 * float(reference.abs().max()) + 1e-5):
+        for name, m in originals.items():            # something else read a conv's output: fold nothing
+            net.set_submodule(name, m)
 
 
 # -----------------------------------------------------------------------------

@@ -140,6 +140,87 @@ def test_a_pass_over_a_memmap_leaves_no_pages_resident(tmp_path):
     assert int(cow[0, 0, 0, 0]) == kept
 
 
+@pytest.mark.parametrize("name", ["simple_cnn", "resnet9", "torchvision/resnet18", "torchvision/mobilenet_v3_small"])
+def test_inference_copy_folds_batchnorm_and_equals_the_model(name):
+    """Every conv -> BatchNorm pair folded (no BatchNorm2d left where each follows a conv), outputs equal to
+    the model's, layer names kept, and the shared model untouched (weights, memory format, hooks)."""
+    if name.startswith("torchvision/"):
+        torch.manual_seed(0)
+        model = torchvision.models.get_model(name.split("/")[1], num_classes=5).eval()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+        model.meta = {"input_shape": [3, 64, 64], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    else:
+        model = make_model(name=name, size=32)
+    snap = snapshot(model)
+    net, channels_last = modelops.inference_copy(model)
+    assert channels_last
+    left = [n for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    assert not left, left
+    assert {n for n, _ in net.named_modules()} == {n for n, _ in model.named_modules()}
+    x = torch.rand(3, *model.meta["input_shape"])
+    with torch.no_grad():
+        want = model(x)
+        got = net(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert_unchanged(model, snap)
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_inference_copy_folds_nothing_when_a_conv_output_has_another_reader():
+    class TwoReaders(nn.Module):          # the conv's output goes to the BatchNorm and straight to the head
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Linear(8, 2)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.head(torch.cat([self.bn(y).mean((2, 3)), y.mean((2, 3))], 1))
+
+    model = TwoReaders().eval()
+    model.bn.running_mean.uniform_(-1, 1)
+    model.bn.running_var.uniform_(2, 3)
+    model.meta = {"input_shape": [3, 8, 8]}
+    net, _ = modelops.inference_copy(model)
+    assert isinstance(net.bn, nn.BatchNorm2d)
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x))
+
+
+def test_inference_copy_while_another_thread_runs_a_model():
+    """Ten sessions share one process: building an inference copy (evaluation of an uploaded checkpoint)
+    must not break another thread's forward pass. torch.fx's tracer, which this used to call, patches
+    nn.Module.__call__ for every thread while it traces (the load test's NameError)."""
+    import threading
+    building, other = make_model(name="resnet9", size=32), make_model(seed=3)
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        want = other(x)
+    errors, stop = [], threading.Event()
+
+    def forwards():
+        while not stop.is_set():
+            try:
+                with torch.no_grad():
+                    torch.testing.assert_close(other(x), want)
+            except Exception as e:  # noqa: BLE001
+                errors.append(repr(e))
+                return
+
+    t = threading.Thread(target=forwards)
+    t.start()
+    try:
+        for _ in range(15):
+            modelops.inference_copy(building)
+    finally:
+        stop.set()
+        t.join()
+    assert errors == []
+
+
 def test_working_copy_shares_weights_and_leaves_the_model_alone():
     model = make_model()
     snap = snapshot(model)
