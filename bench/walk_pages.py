@@ -40,7 +40,7 @@ CHROMIUM = os.environ.get("CNNLENS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 VIEWPORT = {"width": 1400, "height": 900}
-PAGE_TIMEOUT_MS = 300_000          # one page at 224 px on 2 CPU cores, everything it computes included
+PAGE_TIMEOUT_MS = int(float(os.environ.get("CNNLENS_WALK_TIMEOUT_S", "300")) * 1000)   # one page at 224 px on 2 cores, all it computes
 # the element each page shows when it has done its job (None: the title and a finished script are enough)
 READY = {"Architecture": ".st-key-arch_rf .main-svg", "Evaluation": ".st-key-eval_cm .nsewdrag",
          "Errors": ".st-key-err_gallery img", "Filters": ".st-key-filt_first img", "Feature_maps": ".st-key-fm_grid img",
@@ -149,7 +149,9 @@ def _pick_checkpoint(page, name: str) -> None:
     box.fill(name)
     page.get_by_role("option", name=name).first.click()
     _idle(page)
-    page.locator('[data-testid="stSidebar"]').get_by_text(name).first.wait_for(state="visible")
+    shown = box.input_value()                                    # "name.pt · date"
+    if not shown.startswith(name):
+        raise RuntimeError(f"the picker shows {shown!r} after choosing {name}")
 
 
 def _act(page, url_name: str, upload: Path | None) -> str:
@@ -174,9 +176,9 @@ def _act(page, url_name: str, upload: Path | None) -> str:
     return ""
 
 
-def walk(url: str, checkpoint_names: list[str], out: Path, upload: Path | None = None,
-         log=print) -> list[dict]:
-    """Open every page for every checkpoint (chosen in the picker); one row per view:
+def walk(url: str, checkpoint_names: list[str], out: Path, upload: Path | None = None, log=print,
+         only: list[str] | None = None) -> list[dict]:
+    """Open every page (or the titles in `only`) for every checkpoint (chosen in the picker); one row per view:
     {checkpoint, page, seconds, action, exceptions, errors, notes}. Screenshots to out/<ckpt>_<page>.png."""
     import frame
     from playwright.sync_api import sync_playwright
@@ -193,36 +195,49 @@ def walk(url: str, checkpoint_names: list[str], out: Path, upload: Path | None =
             _idle(page)
             for ck in checkpoint_names:
                 _pick_checkpoint(page, ck)
-                for e in frame.PAGES:
-                    t0 = time.perf_counter()
-                    page.locator(f'[data-testid="stSidebarNav"] a[href$="/{e.url}"]').first.click()
-                    page.locator("h1", has_text=e.title).first.wait_for(state="visible")
-                    _idle(page)
-                    problems = _texts(page, '[data-testid="stAlertContentError"]')
-                    if e.url in READY and not problems:
-                        page.locator(READY[e.url]).first.wait_for(state="visible")
-                        _idle(page)
-                    seconds = time.perf_counter() - t0
-                    action = "" if problems else _act(page, e.url, upload)
-                    page.wait_for_timeout(400)
-                    stem = f"{Path(ck).stem}_{e.url}"
-                    page.screenshot(path=str(out / f"{stem}.png"))
-                    row = {"checkpoint": ck, "page": e.title, "seconds": round(seconds, 2), "action": action,
-                           "exceptions": [t[:300] for t in _texts(page, '[data-testid="stException"]')],
-                           "errors": _texts(page, '[data-testid="stAlertContentError"]'),
-                           "notes": [t.split("\n")[0][:160] for t in
-                                     _texts(page, '[data-testid="stAlertContentWarning"]')
-                                     + _texts(page, '[data-testid="stAlertContentInfo"]')][:2]}
-                    rows.append(row)
-                    flag = "EXCEPTION" if row["exceptions"] else "ERROR" if row["errors"] else "ok"
-                    log(f"  {ck:<34} {e.title:<24} {seconds:6.1f} s  {flag:<9} {action}"
-                        + (f"  | {row['notes'][0]}" if row["notes"] else "")
-                        + (f"  | {(row['exceptions'] + row['errors'])[0][:200]}" if flag != "ok" else ""),
-                        flush=True)
+                for e in [e for e in frame.PAGES if only is None or e.title in only]:
+                    try:
+                        rows.append(_view(page, ck, e, out, upload, log))
+                    except Exception:
+                        page.screenshot(path=str(out / f"FAILED_{Path(ck).stem}_{e.url}.png"))
+                        log(f"  {ck:<34} {e.title:<24} FAILED (screenshot FAILED_{Path(ck).stem}_{e.url}.png)")
+                        raise
             ctx.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
     return rows
+
+
+def _view(page, ck: str, e, out: Path, upload: Path | None, log) -> dict:
+    """One page of checkpoint `ck`: open it, wait until ready, do its action, screenshot; its row."""
+    import frame
+    t0 = time.perf_counter()
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=e.title,
+                                                               exact=True).first.click()
+    heading = "CNN Lens" if e is frame.PAGES[0] else e.title          # Home's own heading
+    page.locator("h1", has_text=heading).first.wait_for(state="visible")
+    _idle(page)
+    problems = _texts(page, '[data-testid="stAlertContentError"]')
+    if e.url in READY and not problems:
+        page.locator(READY[e.url]).first.wait_for(state="visible")
+        _idle(page)
+    seconds = time.perf_counter() - t0
+    action = "" if problems else _act(page, e.url, upload)
+    page.wait_for_timeout(400)
+    stem = f"{Path(ck).stem}_{e.url}"
+    page.screenshot(path=str(out / f"{stem}.png"))
+    row = {"checkpoint": ck, "page": e.title, "seconds": round(seconds, 2), "action": action,
+           "exceptions": [t[:300] for t in _texts(page, '[data-testid="stException"]')],
+           "errors": _texts(page, '[data-testid="stAlertContentError"]'),
+           "notes": [t.split("\n")[0][:160] for t in
+                     _texts(page, '[data-testid="stAlertContentWarning"]')
+                     + _texts(page, '[data-testid="stAlertContentInfo"]')][:2]}
+    flag = "EXCEPTION" if row["exceptions"] else "ERROR" if row["errors"] else "ok"
+    log(f"  {ck:<34} {e.title:<24} {seconds:6.1f} s  {flag:<9} {action}"
+        + (f"  | {row['notes'][0]}" if row["notes"] else "")
+        + (f"  | {(row['exceptions'] + row['errors'])[0][:200]}" if flag != "ok" else ""),
+        flush=True)
+    return row
 
 
 def main() -> int:

@@ -12,7 +12,8 @@ layer reset so far, top first: a BatchNorm is reset with the conv it follows), h
 [0, 1] (cnnlib.attribution.attribute's, for the same target class throughout), spearman (rank correlation of
 the heatmap with the trained model's over all pixels; NaN when either map is constant), ssim (structural
 similarity of the two heatmaps, 7x7 windows), target, method. The randomisation runs on a deep copy of the
-model (each layer's own reset_parameters(), under torch's RNG seeded with `seed` and restored afterwards),
+model (each layer's own reset_parameters(), or `randomize`'s redraw for layers without one, under torch's
+RNG seeded with `seed` and restored afterwards),
 so the given model is never touched; attributions go through attribution.attribute.
 """
 from __future__ import annotations
@@ -78,6 +79,22 @@ def randomization_order(model: nn.Module) -> list[list[str]]:
     return groups[::-1]
 
 
+def randomize(m: nn.Module) -> None:
+    """Re-initialise one layer in place: its own reset_parameters() when it has one (torch's default init);
+    otherwise (a block holding parameters of its own, such as timm's ConvNeXt block with its layer scale)
+    each of its own parameters is redrawn from a normal with that tensor's mean and spread (its std, or
+    its mean magnitude when it is constant), so the trained values are gone but the scale is kept."""
+    with torch.no_grad():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+            return
+        for p in m.parameters(recurse=False):
+            spread = float(p.float().std()) if p.numel() > 1 else 0.0
+            spread = spread or float(p.float().abs().mean())
+            if spread > 0:
+                p.copy_(torch.randn_like(p) * spread + p.mean())
+
+
 def sanity_check(model: nn.Module, x01, method: str, target: int | None = None, seed: int = 0,
                  with_ssim: bool = True, **opts) -> list[dict]:
     """Cascading model-randomisation test for one image x01 (C, H, W) in [0, 1] and one attribution method.
@@ -98,11 +115,7 @@ def sanity_check(model: nn.Module, x01, method: str, target: int | None = None, 
         torch.manual_seed(int(seed))
         for group in randomization_order(rnd):
             for name in group:
-                m = rnd.get_submodule(name)
-                if not hasattr(m, "reset_parameters"):
-                    raise CNNLibError(f"layer {name!r} ({type(m).__name__}) has no reset_parameters() to randomise it")
-                with torch.no_grad():
-                    m.reset_parameters()
+                randomize(rnd.get_submodule(name))
             done += group
             heat = attribute(rnd, image, method, target, **opts)["heatmap"]
             rows.append({"step": group[0], "randomized": list(done), "heatmap": heat,

@@ -92,13 +92,45 @@ def pick_image(ctx: Ctx, prefix: str) -> Picked | None:
             pos = 1
             c2.caption("The only test image of this class.")
         return test_image(ctx, x, y, int(pool[pos - 1]))
-    up = st.file_uploader("Upload an image (PNG, JPEG, …)", type=adapters.image_types(), key=f"{prefix}_upload")
+    key = f"{prefix}_upload"
+    up = st.file_uploader("Upload an image (PNG, JPEG, …)", type=adapters.image_types(), key=key,
+                          on_change=_keep_upload, args=(key,))
     if pixels is None:
         st.caption("No test images on disk: upload any picture; it is resized to the model's input size.")
+    if up is None and _KEPT + key in st.session_state:       # back on this page: the upload is still here
+        up = _Kept(*st.session_state[_KEPT + key])
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.caption(f"Showing {up.name}, which you uploaded earlier; upload another image to replace it.")
+        c2.button("Forget it", key=f"{prefix}_forget", on_click=st.session_state.pop, args=(_KEPT + key, None),
+                  icon=":material/close:")
     if up is None:
         st.info("Upload an image to see what the model makes of it.")
         return None
     return upload(ctx, up)
+
+
+_KEPT = "imagepick.kept:"          # session state: (name, bytes) of the last upload per uploader
+KEEP_BYTES = 20 * 2**20            # uploads up to this size are kept when the user leaves the page
+
+
+@dataclass
+class _Kept:
+    """An upload kept in session state, with the part of UploadedFile's interface `upload` uses."""
+    name: str
+    blob: bytes
+
+    def getvalue(self) -> bytes:
+        return self.blob
+
+
+def _keep_upload(key: str) -> None:
+    """on_change of an uploader: remember its file (Streamlit drops it when the user leaves the page), or
+    forget it when the user removed it."""
+    f = st.session_state.get(key)
+    if f is None:
+        st.session_state.pop(_KEPT + key, None)
+    elif f.size <= KEEP_BYTES:
+        st.session_state[_KEPT + key] = (f.name, f.getvalue())
 
 
 def ood_notice(ctx: Ctx, pick: Picked, probs: np.ndarray) -> None:

@@ -49,7 +49,8 @@ def test_every_page_on_imported_224_pixel_models(tmp_path):
     upload = next((data / "test" / classes[0]).iterdir())
     lines = []
     with w.serve(ckdir, root, tmp_path / "streamlit.log") as url:
-        rows = w.walk(url, names, REPO / "artifacts" / "browser-imported", upload=upload, log=lines.append)
+        rows = w.walk(url, names, REPO / "artifacts" / "browser-imported", upload=upload,
+                      log=lambda line, **_: lines.append(line))
     print("\n" + "\n".join(lines))
     import frame
     assert len(rows) == len(MODELS) * len(frame.PAGES)

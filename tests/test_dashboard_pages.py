@@ -262,6 +262,24 @@ def test_feature_map_tiles_fill_the_column():  # noqa: D103
 
 # ----------------------------------------------------------------------------- Saliency
 
+def test_an_upload_is_still_there_after_another_page():
+    """Streamlit drops an uploader's file when the user leaves the page; coming back to Saliency must show the
+    same upload (the Upload choice is remembered, so an empty uploader would be a dead end), and removing the
+    file forgets it."""
+    at = app("Saliency")
+    widget(at, "sal_src").set_value("Upload an image").run()
+    at.file_uploader(key="sal_upload").set_value(("photo.png", png((64, 48)), "image/png")).run()
+    ok(at)
+    go(at, "Evaluation")
+    go(at, "Saliency")
+    assert any("photo.png, which you uploaded earlier" in c.value for c in at.caption), [c.value for c in at.caption]
+    caps = [c for _, c in images_in(block(at, "sal_result"))]
+    assert caps and caps[0].startswith("photo.png"), caps
+    at.button(key="sal_forget").click().run()
+    ok(at)
+    assert "Upload an image to see what the model makes of it." in [i.value for i in at.info]
+
+
 def test_saliency_every_method_targets_and_caching(misses):
     at = app("Saliency")
     assert "Prediction:" in texts(at)

@@ -71,6 +71,31 @@ def test_resnets():
     assert ["layer1.0.conv2", "layer1.0.bn2"] in order and ["layer2.0.downsample.0", "layer2.0.downsample.1"] in order
 
 
+def test_timm_convnext_block_with_its_own_layer_scale():
+    """timm's ConvNeXt block holds a parameter of its own (the layer scale `gamma`) and has no
+    reset_parameters(): the cascade redraws it (the page said 'has no reset_parameters()' before), every
+    step's map is finite, and the given model is untouched."""
+    import timm
+    from torch import nn
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", pretrained=False, num_classes=3).eval()
+    for m in model.modules():                      # a trained-looking layer scale, not timm's constant init
+        if hasattr(m, "gamma") and isinstance(m.gamma, nn.Parameter):
+            m.gamma.data.uniform_(0.1, 0.5)
+    model.meta = {"input_shape": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    snap = snapshot(model)
+    steps = sanity.sanity_check(model, torch.rand(3, 32, 32), "saliency", with_ssim=False)
+    assert_unchanged(model, snap)
+    assert any(name == "stages.3.blocks.1" for s in steps for name in s["randomized"]), [s["step"] for s in steps]
+    assert all(np.isfinite(s["heatmap"]).all() for s in steps)
+    block = model.get_submodule("stages.3.blocks.1")
+    copy_ = __import__("copy").deepcopy(block)
+    torch.manual_seed(1)
+    sanity.randomize(copy_)
+    assert not torch.equal(copy_.gamma, block.gamma)
+    assert abs(float(copy_.gamma.std()) - float(block.gamma.std())) < 0.5 * float(block.gamma.std()) + 0.05
+
+
 def test_unknown_method(tiny):
     with pytest.raises(CNNLibError, match="unknown attribution method"):
         sanity.sanity_check(tiny[0], tiny[1][0], "magic")
