@@ -1,6 +1,6 @@
 """Every dashboard page in headless Chromium, on models a user brings: weights files imported at 224 pixels.
 
-    python bench/walk_pages.py [--models torchvision/resnet18 torchvision/mobilenet_v3_small timm/resnet18d]
+    python bench/walk_pages.py [--models torchvision/resnet18 torchvision/mobilenet_v3_small timm/convnext_atto]
                                [--data PATH | --per-class N] [--out artifacts/walk]
 
 What it does, in one run:
@@ -243,7 +243,7 @@ def _view(page, ck: str, e, out: Path, upload: Path | None, log) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+",
-                   default=["torchvision/resnet18", "torchvision/mobilenet_v3_small", "timm/resnet18d"])
+                   default=["torchvision/resnet18", "torchvision/mobilenet_v3_small", "timm/convnext_atto"])
     p.add_argument("--data", type=Path, default=None, help="an ImageFolder with train/ and test/")
     p.add_argument("--per-class", type=int, default=20, help="CIFAR-10 images per class and split (no --data)")
     p.add_argument("--src", type=Path, default=REPO / ".cache" / "cifar10-jpeg")

@@ -29,6 +29,18 @@ def spatial_layers(ctx: Ctx) -> dict[str, list[int]]:
             if len(r["output_shape"]) == 3 and r["output_shape"][1] * r["output_shape"][2] >= 1}
 
 
+_ACTIVATIONS = ("ReLU", "ReLU6", "LeakyReLU", "GELU", "SiLU", "Hardswish", "Mish", "ELU", "Sigmoid", "Tanh")
+
+
+def default_channel_layer(ctx: Ctx) -> str:
+    """The channel page's first choice: the deepest activation whose maps are still larger than 1 x 1 (a
+    pooled 1 x 1 output has no pattern to show), else the deepest such layer, else the last one."""
+    rows = [r for r in compute.layers(ctx) if len(r["output_shape"]) == 3]
+    wide = [r for r in rows if r["output_shape"][1] * r["output_shape"][2] > 1]
+    acts = [r for r in wide if r["type"].split(" ")[0] in _ACTIVATIONS]
+    return (acts or wide or rows)[-1]["name"]
+
+
 # ----------------------------------------------------------------------------- 1. the forward pass
 
 @st.cache_data(show_spinner=False, max_entries=32)

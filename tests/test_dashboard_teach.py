@@ -201,3 +201,21 @@ def _train_walk(at, folder, data, tmp_path):
     assert "quick.pt** is in the sidebar's checkpoint picker" in texts(at)
     assert any(o.startswith("quick.pt · ") for o in widget(at, "side_ckpt").options)
     assert os.path.exists(folder / "quick.pt")
+
+
+def test_channel_page_first_choice_is_a_layer_with_maps(monkeypatch):
+    """mobilenet_v3_small's last spatial layer is a 1 x 1 average pool (the page chose it, and optimised a grey
+    image): the first choice is the deepest activation whose maps are larger than 1 x 1."""
+    import compute
+    import teaching
+    rows = [{"name": "features.0.2", "type": "Hardswish", "output_shape": [16, 112, 112]},
+            {"name": "features.12.1", "type": "BatchNorm2d", "output_shape": [576, 7, 7]},
+            {"name": "features.12.2", "type": "Hardswish", "output_shape": [576, 7, 7]},
+            {"name": "avgpool", "type": "AdaptiveAvgPool2d", "output_shape": [576, 1, 1]},
+            {"name": "classifier.0", "type": "Linear", "output_shape": [1024]}]
+    monkeypatch.setattr(compute, "layers", lambda ctx: rows)
+    assert teaching.default_channel_layer(None) == "features.12.2"
+    rows[2]["type"] = "Identity"
+    assert teaching.default_channel_layer(None) == "features.0.2"
+    rows[0]["type"] = "Conv2d"
+    assert teaching.default_channel_layer(None) == "features.12.2"      # no activation: the deepest wide layer

@@ -23,7 +23,7 @@ with ui.guard("choosing the channel"):
     c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
     layer = channel = target = None
     if kind == kinds[0]:
-        default = next((n for n in reversed(names) if "relu" in n), names[-1])
+        default = teaching.default_channel_layer(ctx)
         layer = c1.selectbox("Layer", names, **ui.kept("cv_layer", default, names),
                              format_func=lambda n: f"{n}  ({' × '.join(map(str, shapes[n]))})")
         n_ch = shapes[layer][0]
