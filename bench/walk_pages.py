@@ -14,8 +14,9 @@ What it does, in one run:
      would, every page of the page list is opened, and the pages' main actions are done: Errors' first
      "Explain", an uploaded image on Saliency, "Optimise an image" on Channel visualisation;
   4. prints, per checkpoint and page, the seconds until the page was ready, any exception box or error box,
-     and the first warning / info sentence (what the page says it cannot show); a screenshot of each view
-     goes to --out. Exit status 1 when any page showed an exception or an error box.
+     and the first warning / info sentence (what the page says it cannot show), then the server's peak
+     resident memory (its process and children, sampled every 0.25 s); a screenshot of each view goes to
+     --out. Exit status 1 when any page showed an exception or an error box.
 
 `walk(url, checkpoints, out)` is what tests/test_browser_imported.py runs on small synthetic folders.
 """
@@ -96,6 +97,9 @@ def import_checkpoint(weights: Path, model: str, data: Path, out: Path, root: Pa
 
 # ----------------------------------------------------------------------------- server
 
+SERVER_PIDS: list[int] = []        # the servers serve() started (the newest last), for memory sampling
+
+
 @contextlib.contextmanager
 def serve(checkpoint_dir: Path, data_root: Path | None, log: Path, script: Path = REPO / "dashboard" / "Home.py"):
     """`streamlit run dashboard/Home.py` (or `script`) on a free loopback port; yields its URL once healthy."""
@@ -110,6 +114,7 @@ def serve(checkpoint_dir: Path, data_root: Path | None, log: Path, script: Path 
            "false", "--server.fileWatcherType", "none"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    SERVER_PIDS.append(proc.pid)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -266,12 +271,17 @@ def main() -> int:
     print(f"\n{machine()}: every page, {len(names)} imported checkpoints, {data}\n", flush=True)
     upload = next((data / "test" / classes[0]).iterdir())
     t0 = time.perf_counter()
+    from loadtest import MemorySampler
     with serve(ckdir, root, args.work / "streamlit.log") as url:
+        sampler = MemorySampler(SERVER_PIDS[-1])
+        sampler.start()
         rows = walk(url, names, args.out, upload=upload)
+        peak = sampler.stop()
     bad = [r for r in rows if r["exceptions"] or r["errors"]]
     secs = sorted(r["seconds"] for r in rows)
     print(f"\n{len(rows)} page views in {time.perf_counter() - t0:.0f} s, {len(bad)} with an exception or error box; "
-          f"page ready median {secs[len(secs) // 2]:.1f} s, slowest {secs[-1]:.1f} s; screenshots in {args.out}")
+          f"page ready median {secs[len(secs) // 2]:.1f} s, slowest {secs[-1]:.1f} s; server peak RSS "
+          f"{peak:.0f} MiB; screenshots in {args.out}")
     server_log = (args.work / "streamlit.log").read_text()
     if "Traceback" in server_log:
         print("the server log holds a traceback:\n" + server_log[-3000:])

@@ -40,15 +40,19 @@ def run_split(model: nn.Module, x, y, batch_size: int | None = None, progress: s
                           f"got {tuple(np.shape(x))} and {tuple(y.shape)}")
     net, channels_last = inference_copy(model)
     mean, std = norm_stats(getattr(model, "meta", None), model_device(net))
-    probs, losses = [], []
+    # Results go into arrays allocated once: small per-batch tensors kept in a list pinned the heap between
+    # the batches' freed activations, and resident memory grew by ~0.4 MB per 224-px image (glibc malloc).
+    probs = losses = None
     for i, logits in forward_batches(net, x, mean, std, batch_size, channels_last=channels_last, progress=progress):
         logp = torch.log_softmax(logits, dim=1)                                        # (B, K)
-        yb = y[i:i + len(logits)].to(logp.device)
-        losses.append(-logp.gather(1, yb[:, None])[:, 0].cpu())
-        probs.append(logp.exp_().cpu())
-    probs = torch.cat(probs).numpy()
+        if probs is None:
+            probs = np.empty((len(y), logp.shape[1]), np.float32)                       # (N, K)
+            losses = np.empty(len(y), np.float32)                                       # (N,)
+        yb = y[i:i + len(logp)].to(logp.device)
+        losses[i:i + len(logp)] = (-logp.gather(1, yb[:, None])[:, 0]).cpu().numpy()
+        probs[i:i + len(logp)] = logp.exp_().cpu().numpy()
     return {"targets": y.numpy().astype(np.int64), "preds": probs.argmax(1).astype(np.int64),
-            "probs": probs, "losses": torch.cat(losses).numpy(), "source": "computed"}
+            "probs": probs, "losses": losses, "source": "computed"}
 
 
 def _np(a) -> np.ndarray:

@@ -231,14 +231,14 @@ def channel_scores(model: nn.Module, x, layer: str, channel: int, batch_size: in
     net = analysis_copy(model)
     get_layer(net, layer)
     mean, std = norm_stats(getattr(model, "meta", None), model_device(net))
-    scores = []
+    scores = np.zeros(len(x), np.float32)                       # (N,), filled in place batch by batch
     with capture(net, [layer]) as store:
-        for _, _ in forward_batches(net, x, mean, std, batch_size):
+        for i, _ in forward_batches(net, x, mean, std, batch_size):
             a = store.pop(layer)
             if not 0 <= int(channel) < a.shape[1]:
                 raise CNNLibError(f"channel {channel} is out of range ({layer!r} has {a.shape[1]} channels)")
-            scores.append(a[:, int(channel)].flatten(1).float().mean(1).cpu())        # (B,)
-    return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
+            scores[i:i + len(a)] = a[:, int(channel)].flatten(1).float().mean(1).cpu().numpy()   # (B,)
+    return scores
 
 
 def top_activating(model: nn.Module, x_test, layer: str, channel: int, k: int = 9, batch_size: int = 256) -> np.ndarray:

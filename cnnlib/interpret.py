@@ -279,16 +279,19 @@ def penultimate_features(model: nn.Module, x, batch_size: int | None = None, lay
     mean, std = norm_stats(getattr(model, "meta", None), model_device(model))
     net, channels_last = inference_copy(model) if layer is None else (analysis_copy(model), False)
     name = layer or penultimate_layer(net)
-    feats, logits_all = [], []
+    n = len(x)
+    feats, logits_all = np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
     with capture(net, [name], inputs=layer is None) as store:
-        for _, logits in forward_batches(net, x, mean, std, batch_size, channels_last=channels_last,
+        for i, logits in forward_batches(net, x, mean, std, batch_size, channels_last=channels_last,
                                          progress=progress):
-            logits_all.append(logits.cpu())
-            feats.append(store.pop(name).flatten(1).float().cpu())          # (B, D)
-    logits = torch.cat(logits_all) if logits_all else torch.zeros(0)
-    return {"features": torch.cat(feats).numpy() if feats else np.zeros((0, 0), np.float32),
-            "preds": logits.argmax(1).numpy().astype(np.int64) if len(logits) else np.zeros(0, np.int64),
-            "logits": logits.numpy(), "layer": name}
+            f = store.pop(name).flatten(1).float()                                       # (B, D)
+            if i == 0:            # filled in place, as evaluate.run_split (no per-batch arrays pinning the heap)
+                feats = np.empty((n, f.shape[1]), np.float32)                            # (N, D)
+                logits_all = np.empty((n, logits.shape[1]), np.float32)                  # (N, K)
+            feats[i:i + len(f)] = f.cpu().numpy()
+            logits_all[i:i + len(f)] = logits.cpu().numpy()
+    return {"features": feats, "preds": logits_all.argmax(1).astype(np.int64) if n else np.zeros(0, np.int64),
+            "logits": logits_all if n else np.zeros(0, np.float32), "layer": name}
 
 
 def embed(model: nn.Module, x_uint8, y=None, batch_size: int | None = None, method: str = "pca",
