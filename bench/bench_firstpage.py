@@ -12,7 +12,6 @@ Prints each repeat, the medians, and (b) minus (a): the part of the wait that is
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -23,36 +22,25 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
 from machine import machine  # noqa: E402
-from walk_pages import CHROMIUM, CHROMIUM_ARGS, REPO, VIEWPORT, serve  # noqa: E402
+from walk_pages import REPO, chromium_page, serve  # noqa: E402
 
 FLOOR_APP = 'import streamlit as st\nst.title("Floor")\nst.write("one line")\n'
 
 
 def first_page(script: Path, checkpoints: Path, title: str, extra: str | None, work: Path) -> tuple[float, float]:
     """(seconds from launch to healthy, seconds from healthy to the first page ready)."""
-    from playwright.sync_api import sync_playwright
-    profile = tempfile.mkdtemp(prefix="cnnlens-first-")
-    try:
-        with sync_playwright() as p:
-            ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
-                                                       args=CHROMIUM_ARGS, viewport=VIEWPORT)
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            page.goto("about:blank")                      # the browser itself is up before the clock starts
-            t_launch = time.perf_counter()
-            with serve(checkpoints, None, work / "streamlit.log", script=script) as url:
-                t_up = time.perf_counter()
-                page.goto(url + "/")
-                page.locator("h1", has_text=title).first.wait_for(state="visible", timeout=120_000)
-                if extra:
-                    page.locator(extra).first.wait_for(state="visible", timeout=120_000)
-                page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
-                                       timeout=120_000)
-                ready = time.perf_counter() - t_up
-            ctx.close()
-        return t_up - t_launch, ready
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-
+    with chromium_page() as page:
+        page.goto("about:blank")                          # the browser itself is up before the clock starts
+        t_launch = time.perf_counter()
+        with serve(checkpoints, None, work / "streamlit.log", script=script) as url:
+            t_up = time.perf_counter()
+            page.goto(url + "/")
+            page.locator("h1", has_text=title).first.wait_for(state="visible", timeout=120_000)
+            if extra:
+                page.locator(extra).first.wait_for(state="visible", timeout=120_000)
+            page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=120_000)
+            ready = time.perf_counter() - t_up
+    return t_up - t_launch, ready
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

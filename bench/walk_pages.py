@@ -37,6 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "dashboard"), str(Path(__file__).resolve().parent)]
 
+from loadtest import stop_server  # noqa: E402
+
 CHROMIUM = os.environ.get("CNNLENS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
@@ -129,12 +131,7 @@ def serve(checkpoint_dir: Path, data_root: Path | None, log: Path, script: Path 
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
 
 # ----------------------------------------------------------------------------- the walk
@@ -186,31 +183,39 @@ def walk(url: str, checkpoint_names: list[str], out: Path, upload: Path | None =
     """Open every page (or the titles in `only`) for every checkpoint (chosen in the picker); one row per view:
     {checkpoint, page, seconds, action, exceptions, errors, notes}. Screenshots to out/<ckpt>_<page>.png."""
     import frame
-    from playwright.sync_api import sync_playwright
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    profile = tempfile.mkdtemp(prefix="cnnlens-walk-")
+    with chromium_page() as page:
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        page.goto(url + "/")
+        _idle(page)
+        for ck in checkpoint_names:
+            _pick_checkpoint(page, ck)
+            for e in [e for e in frame.PAGES if only is None or e.title in only]:
+                try:
+                    rows.append(_view(page, ck, e, out, upload, log))
+                except Exception:
+                    page.screenshot(path=str(out / f"FAILED_{Path(ck).stem}_{e.url}.png"))
+                    log(f"  {ck:<34} {e.title:<24} FAILED (screenshot FAILED_{Path(ck).stem}_{e.url}.png)")
+                    raise
+    return rows
+
+
+@contextlib.contextmanager
+def chromium_page():
+    """A page of a fresh headless Chromium (empty profile, 1400 x 900); the profile is removed afterwards."""
+    from playwright.sync_api import sync_playwright
+    profile = tempfile.mkdtemp(prefix="cnnlens-chromium-")
     try:
         with sync_playwright() as p:
             ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
                                                        args=CHROMIUM_ARGS, viewport=VIEWPORT)
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            page.set_default_timeout(PAGE_TIMEOUT_MS)
-            page.goto(url + "/")
-            _idle(page)
-            for ck in checkpoint_names:
-                _pick_checkpoint(page, ck)
-                for e in [e for e in frame.PAGES if only is None or e.title in only]:
-                    try:
-                        rows.append(_view(page, ck, e, out, upload, log))
-                    except Exception:
-                        page.screenshot(path=str(out / f"FAILED_{Path(ck).stem}_{e.url}.png"))
-                        log(f"  {ck:<34} {e.title:<24} FAILED (screenshot FAILED_{Path(ck).stem}_{e.url}.png)")
-                        raise
-            ctx.close()
+            try:
+                yield ctx.pages[0] if ctx.pages else ctx.new_page()
+            finally:
+                ctx.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
-    return rows
 
 
 def _view(page, ck: str, e, out: Path, upload: Path | None, log) -> dict:

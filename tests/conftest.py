@@ -20,6 +20,16 @@ torch.set_num_threads(2)
 CLASSES4 = ["red", "green", "blue", "gray"]
 
 
+def bench_module(name: str):
+    """bench/<name>.py imported as a module (the load test and the page walk are benchmarks the tests reuse)."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def synthetic_images(n: int, num_classes: int, size: int = 32, channels: int = 3, seed: int = 0):
     """uint8 (n, size, size, channels) and labels (n,): class-dependent colour + bright quadrant + noise."""
     rng = np.random.default_rng(seed)

@@ -8,12 +8,11 @@ exception box or an error box. Screenshots go to artifacts/browser-imported/ (gi
 Skipped with --no-browser / CNNLENS_SKIP_BROWSER=1; without Chromium it fails (CI installs it)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-from conftest import write_image_folder
+from conftest import bench_module, write_image_folder
 
 pytestmark = pytest.mark.browser
 
@@ -21,16 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = ["torchvision/resnet18", "torchvision/mobilenet_v3_small", "timm/convnext_atto"]
 
 
-def _walker():
-    spec = importlib.util.spec_from_file_location("walk_pages", REPO / "bench" / "walk_pages.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_page_on_imported_224_pixel_models(tmp_path):
     import torch
-    w = _walker()
+    w = bench_module("walk_pages")
     if not Path(w.CHROMIUM).is_file():
         pytest.fail(f"Chromium not found at {w.CHROMIUM} (or skip with --no-browser)")
     classes = ["circle", "square", "stripe"]

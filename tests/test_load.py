@@ -4,25 +4,19 @@ session sees what a single session sees for the same inputs, and the server's pe
 the bench states (cache sizes, see its docstring). Skipped with --no-browser / CNNLENS_SKIP_BROWSER=1."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from conftest import bench_module
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _loadtest():
-    spec = importlib.util.spec_from_file_location("loadtest", REPO / "bench" / "loadtest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_three_sessions_for_twenty_seconds(lens_checkpoints):
-    lt = _loadtest()
+    lt = bench_module("loadtest")
     if not Path(lt.CHROMIUM).is_file():
         pytest.fail(f"Chromium not found at {lt.CHROMIUM} (or skip with --no-browser)")
     result = lt.run(sessions=3, seconds=20, checkpoints=lens_checkpoints["dir"], max_steps=200)
