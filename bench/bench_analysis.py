@@ -15,9 +15,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import cpu_name, timed  # noqa: E402
+from cnnlib.explain import attribution
+from cnnlib.diagnose import evaluate
 
-from cnnlib import attribution, evaluate, interpret  # noqa: E402
-from cnnlib.models import get_model  # noqa: E402
+from cnnlib.models import anatomy as interpret  # noqa: E402
+from cnnlib.models.registry import get_model  # noqa: E402
 
 
 def main() -> int:

@@ -18,13 +18,16 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import cpu_name, timed  # noqa: E402
-
-from cnnlib import attribution, faithfulness, labels, neighbors, projection
-from cnnlib.data import checkpoint_data_spec, load_checkpoint_split
-from cnnlib.datacache import cache_dir
+from cnnlib.explain import attribution
+from cnnlib.explain import faithfulness
+from cnnlib.diagnose import labels
+from cnnlib.diagnose import neighbors
+from cnnlib.diagnose import projection
+from cnnlib.data.spec import checkpoint_data_spec, load_checkpoint_split
+from cnnlib.data.cache import cache_dir
 from cnnlib.errors import CNNLibError
 from cnnlib.inference import load_model
-from cnnlib.interpret import penultimate_features
+from cnnlib.models.anatomy import penultimate_features
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -77,11 +77,12 @@ def run_plain(data: str, weights: str, batch: int) -> dict:
 
 def run_cnnlib(ckpt: str, data_root: str) -> dict:
     import numpy as np
-    from cnnlib import data, evaluate
+    from cnnlib.data import spec as data_spec
+    from cnnlib.diagnose import evaluate
     from cnnlib.inference import load_model
     model = load_model(ckpt)
     t0 = time.perf_counter()
-    x, y = data.load_checkpoint_split(model.meta, "test", root=data_root)
+    x, y = data_spec.load_checkpoint_split(model.meta, "test", root=data_root)
     t_load = time.perf_counter() - t0
     out = evaluate.run_split(model, x, y)
     seconds = time.perf_counter() - t0
@@ -122,7 +123,7 @@ def main() -> int:
     print(f"data: {args.n} images at 224x224 in {data_dir} ({time.perf_counter() - t0:.1f} s)")
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)
-    from cnnlib.importer import import_weights
+    from cnnlib.io.importer import import_weights
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
     import_weights(weights, "torchvision/resnet18", data_dir, out=ckpt, image_size=224, resize=224,

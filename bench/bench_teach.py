@@ -1,4 +1,4 @@
-"""Timings of the teaching functions (cnnlib.teach) on the shipped checkpoints (CPU).
+"""Timings of the teaching functions (cnnlib.teach, cnnlib.explain) on the shipped checkpoints (CPU).
 
     python bench/bench_teach.py [--repeats 3] [--threads N] [--channels 3]
 
@@ -18,8 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import cpu_name, timed  # noqa: E402
 
-from cnnlib import teach  # noqa: E402
-from cnnlib.attribution import METHODS  # noqa: E402
+from cnnlib.explain import featurevis, sanity  # noqa: E402
+from cnnlib.teach import arithmetic, strip  # noqa: E402
+from cnnlib.teach import batch as batch_steps  # noqa: E402
+from cnnlib.explain.attribution import METHODS  # noqa: E402
 from cnnlib.inference import load_model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,19 +47,19 @@ def main() -> int:
     for name, model in models.items():
         conv = "conv2" if name == "simple_cnn" else "layer1.residual"
         rows += [(f"{name}: unit_arithmetic({conv})",
-                  timed(lambda m=model, c=conv: teach.unit_arithmetic(m, x01, c, 3, 5, 6), args.repeats)),
-                 (f"{name}: head_arithmetic", timed(lambda m=model: teach.head_arithmetic(m, x01), args.repeats)),
-                 (f"{name}: layer_strip", timed(lambda m=model: teach.layer_strip(m, x01), args.repeats)),
+                  timed(lambda m=model, c=conv: arithmetic.unit_arithmetic(m, x01, c, 3, 5, 6), args.repeats)),
+                 (f"{name}: head_arithmetic", timed(lambda m=model: arithmetic.head_arithmetic(m, x01), args.repeats)),
+                 (f"{name}: layer_strip", timed(lambda m=model: strip.layer_strip(m, x01), args.repeats)),
                  (f"{name}: training_batch_steps (16 images)",
-                  timed(lambda m=model: teach.training_batch_steps(m.meta, batch, 0), args.repeats))]
+                  timed(lambda m=model: batch_steps.training_batch_steps(m.meta, batch, 0), args.repeats))]
     for label, t in rows:
         print(f"{label:<50s} {t * 1000:9.1f} ms")
 
     model = models["simple_cnn"]
-    teach.visualize_channel(model, "conv1", 0, steps=4)                           # warm-up
+    featurevis.visualize_channel(model, "conv1", 0, steps=4)                           # warm-up
     for layer, channel in [("conv1", 0), ("relu2", 5), ("pool2", 11), ("fc1", 7)][:max(1, args.channels)]:
         t0 = time.perf_counter()
-        r = teach.visualize_channel(model, layer, channel)
+        r = featurevis.visualize_channel(model, layer, channel)
         dt = time.perf_counter() - t0
         verdict = "ok" if dt < TARGET_FEATUREVIS_S else "MISSED"
         ok &= dt < TARGET_FEATUREVIS_S
@@ -65,12 +67,12 @@ def main() -> int:
               f"(target < {TARGET_FEATUREVIS_S:.0f} s: {verdict}); objective {r['start_objective']:.3f} -> "
               f"{r['final_objective']:.3f}")
     t0 = time.perf_counter()
-    r = teach.visualize_channel(model, target_class=3)
+    r = featurevis.visualize_channel(model, target_class=3)
     print(f"simple_cnn: visualize_channel(class 3)             {time.perf_counter() - t0:8.2f} s")
 
     for method in METHODS:
         t0 = time.perf_counter()
-        steps = teach.sanity_check(model, x01, method)
+        steps = sanity.sanity_check(model, x01, method)
         dt = time.perf_counter() - t0
         print(f"simple_cnn: sanity_check({method}), {len(steps)} maps {dt:8.2f} s; Spearman trained vs "
               f"fully random {steps[-1]['spearman']:.3f}")

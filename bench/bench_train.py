@@ -29,11 +29,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cnnlib import data as data_mod  # noqa: E402
-from cnnlib import precision  # noqa: E402
-from cnnlib import train as train_mod  # noqa: E402
+from cnnlib.data import datasets as data_mod  # noqa: E402
+from cnnlib.training import precision  # noqa: E402
+from cnnlib.training import train as train_mod  # noqa: E402
 from cnnlib.config import make_config  # noqa: E402
-from cnnlib.models import get_model  # noqa: E402
+from cnnlib.models.registry import get_model  # noqa: E402
 
 EPOCH_IMAGES = 45_000   # the training split (50,000 - 5,000 validation)
 TARGET = 0.75           # accuracy the time-to-accuracy figure is taken at
@@ -65,7 +65,7 @@ def recipe_epoch(splits: dict, cfg, device, dtype) -> float:
     model = get_model(cfg.model, num_classes=10, dropout=cfg.dropout).to(memory_format=torch.channels_last)
     opt, sched = train_mod.build_optimizer(model, cfg, -(-len(x) // cfg.batch_size))
     if cfg.ema > 0:                                                   # count the EMA update's cost too
-        from cnnlib.optim import WeightEMA
+        from cnnlib.training.optim import WeightEMA
         ema = WeightEMA(model, cfg.ema)
         ctx["after_step"].append(lambda: ema.update(model))
     return train_mod.train_one_epoch(model, opt, sched, x, y, cfg, ctx, 1)["seconds"]

@@ -19,9 +19,11 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cnnlib import attribution, evaluate  # noqa: E402
-from cnnlib import data as data_mod  # noqa: E402
-from cnnlib import train as train_mod  # noqa: E402
+from cnnlib.explain import attribution
+
+from cnnlib.diagnose import evaluate  # noqa: E402
+from cnnlib.data import spec as data_spec
+from cnnlib.training import train as train_mod  # noqa: E402
 from cnnlib.config import make_config  # noqa: E402
 from cnnlib.inference import load_model  # noqa: E402
 
@@ -68,7 +70,7 @@ def main() -> int:
         ckpt_path = out
 
     model = load_model(ckpt_path, device=device)
-    x, y = data_mod.load_checkpoint_split(model.meta, "test")
+    x, y = data_spec.load_checkpoint_split(model.meta, "test")
     evaluate.run_split(model, x[:1000], y[:1000])      # warm-up: cuDNN autotune, allocator
     secs = cuda_seconds(lambda: evaluate.run_split(model, x, y), device, repeats=3)
     print(f"[{gpu}] evaluate the test split ({len(y):,} images, run_split): {secs:.3f} s", flush=True)

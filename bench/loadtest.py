@@ -393,7 +393,7 @@ def _images(folder: Path) -> list[Path]:
 
 def _default_checkpoint(folder: str) -> Path:
     sys.path.insert(0, str(REPO))
-    from cnnlib import ckptmeta
+    from cnnlib.io import metadata as ckptmeta
     found = []
     for p in Path(folder).iterdir():
         if p.suffix in (".pt", ".pth") and not p.name.endswith(".resume.pt"):
@@ -410,7 +410,7 @@ def _default_checkpoint(folder: str) -> Path:
 
 
 def _has_test_images(ckpt: Path) -> bool:
-    from cnnlib import ckptmeta
+    from cnnlib.io import metadata as ckptmeta
     path = (ckptmeta.read_meta(str(ckpt)).get("data") or {}).get("path")
     return bool(path) and os.path.isdir(os.path.join(path, "test"))
 

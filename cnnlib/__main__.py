@@ -1,12 +1,13 @@
-"""python -m cnnlib {train,predict,evaluate,import,export} ...  — every cnnlib error is one message and exit code 2."""
+"""python -m cnnlib {train,predict,evaluate,import,export,dashboard} ...  — every cnnlib error is one message and exit code 2."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
-from .errors import CNNLibError
+from cnnlib.errors import CNNLibError
 
 USAGE = """usage: python -m cnnlib COMMAND [options]
 
@@ -16,12 +17,13 @@ commands:
   evaluate  metrics of a checkpoint on a split                     (python -m cnnlib evaluate --help)
   import    your own weights (.pth, .safetensors) -> a checkpoint  (python -m cnnlib import --help)
   export    a checkpoint -> ONNX, TorchScript or safetensors       (python -m cnnlib export --help)
+  dashboard open the dashboard on a folder of checkpoints          (python -m cnnlib dashboard --help)
 """
 
 
 def predict_main(argv) -> int:
-    from .images import load_image  # noqa: F401  (fail early if Pillow is missing)
-    from .inference import load_model, predict
+    from cnnlib.data.images import load_image  # noqa: F401  (fail early if Pillow is missing)
+    from cnnlib.inference import load_model, predict
 
     p = argparse.ArgumentParser(prog="python -m cnnlib predict", description="Top-k classes for images.")
     p.add_argument("checkpoint")
@@ -49,7 +51,7 @@ def predict_main(argv) -> int:
 
 
 def import_main(argv) -> int:
-    from .importer import import_weights
+    from cnnlib.io.importer import import_weights
 
     p = argparse.ArgumentParser(
         prog="python -m cnnlib import",
@@ -90,7 +92,7 @@ def import_main(argv) -> int:
 
 
 def export_main(argv) -> int:
-    from .export import FORMATS, export_checkpoint
+    from cnnlib.io.export import FORMATS, export_checkpoint
 
     p = argparse.ArgumentParser(prog="python -m cnnlib export",
                                 description="Write a checkpoint as ONNX, TorchScript or safetensors, with a "
@@ -107,16 +109,70 @@ def export_main(argv) -> int:
     return 0
 
 
+def dashboard_home() -> Path:
+    """The dashboard's entry script: inside the installed package (cnnlib/dashboard/Home.py, shipped as
+    package data) or, in a repository checkout, dashboard/Home.py beside the cnnlib folder."""
+    here = Path(__file__).resolve().parent
+    for home in (here / "dashboard" / "Home.py", here.parent / "dashboard" / "Home.py"):
+        if home.is_file():
+            return home
+    raise CNNLibError("the dashboard is not installed with this copy of cnnlib: reinstall it with "
+                      "`pip install \"cnnlib[dashboard]\"`")
+
+
+def streamlit_options(home: Path) -> list[str]:
+    """The dashboard's Streamlit settings (config.toml beside Home.py, the one place they are written) as
+    command-line flags, so that they hold from any working folder."""
+    try:
+        import tomllib
+        with open(home.parent / "config.toml", "rb") as f:
+            settings = tomllib.load(f)
+    except ImportError:                          # Python 3.10: Streamlit's own dependency reads it
+        import toml
+        settings = toml.load(home.parent / "config.toml")
+    flags = []
+    for section, values in settings.items():
+        flags += [f"--{section}.{key}={str(v).lower() if isinstance(v, bool) else v}" for key, v in values.items()]
+    return flags
+
+
+def dashboard_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m cnnlib dashboard",
+                                description="Open the CNN Lens dashboard in the browser, on a folder of checkpoints.")
+    p.add_argument("--checkpoints", default=None, metavar="DIR",
+                   help="folder of .pt checkpoints (default: ./checkpoints when it exists, else this folder)")
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (http://localhost:PORT)")
+    p.add_argument("--host", default="localhost", help="address to listen on (0.0.0.0: every interface)")
+    args = p.parse_args(argv)
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        raise CNNLibError("the dashboard needs Streamlit and Plotly: `pip install \"cnnlib[dashboard]\"`") from None
+    folder = Path(args.checkpoints or ("checkpoints" if Path("checkpoints").is_dir() else ".")).expanduser().resolve()
+    if not folder.is_dir():
+        raise CNNLibError(f"the checkpoint folder {folder} does not exist")
+    home = dashboard_home()
+    env = dict(os.environ, CNNLENS_CHECKPOINTS=str(folder))
+    cmd = [sys.executable, "-m", "streamlit", "run", str(home), *streamlit_options(home),
+           f"--server.port={args.port}", f"--server.address={args.host}"]
+    print(f"CNN Lens on http://{args.host}:{args.port} with the checkpoints in {folder} (Ctrl-C stops it)", flush=True)
+    import subprocess
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
 def with_import_hint(argv, run) -> int:
     """Run a command that reads a checkpoint; when it is handed a bare weights file instead, replace the
     error by one sentence giving the `python -m cnnlib import` command."""
-    from .errors import CheckpointError
+    from cnnlib.errors import CheckpointError
     try:
         return run(argv)
     except CheckpointError:
         path = next((a for a in argv if not a.startswith("-")), None)
         if path is not None:
-            from .importer import import_hint
+            from cnnlib.io.importer import import_hint
             hint = import_hint(path)
             if hint:
                 raise CheckpointError(hint) from None
@@ -131,17 +187,19 @@ def main(argv=None) -> int:
     command, rest = argv[0], argv[1:]
     try:
         if command == "train":
-            from .train import main as train_main
+            from cnnlib.training.train import main as train_main
             return train_main(rest)
         if command == "predict":
             return with_import_hint(rest, predict_main)
         if command == "evaluate":
-            from .evaluate import evaluate_main
+            from cnnlib.diagnose.evaluate import evaluate_main
             return evaluate_main(rest)
         if command == "import":
             return import_main(rest)
         if command == "export":
             return export_main(rest)
+        if command == "dashboard":
+            return dashboard_main(rest)
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     except CNNLibError as e:

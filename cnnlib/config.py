@@ -14,8 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-
-from .errors import CNNLibError
+from cnnlib.errors import CNNLibError
 
 DATA_ROOT_ENV = "CNNLIB_DATA_ROOT"  # environment variable for the data root
 DEFAULT_DATA_ROOT = os.path.join("~", ".cache", "cnnlib")  # used when neither flag nor env is set
@@ -33,7 +32,7 @@ class TrainConfig:
     image_size: int = 0            # ImageFolder only: square input size in pixels (centre crop after --resize); 0 -> size of the first image
     resize: int = 0                # ImageFolder only: scale the shorter side to this many pixels first; 0 -> to image_size
     # --- model ---
-    model: str = "simple_cnn"      # a name from cnnlib.models.list_models()
+    model: str = "simple_cnn"      # a name from cnnlib.models.registry.list_models()
     dropout: float = 0.1           # dropout probability before the classifier (models that have one)
     width: int = 0                 # base channel width for models that take one; 0 -> the model's own default
     weights: str = ""              # start from these weights (state dict, checkpoint or .safetensors); "" -> random init

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import build_model, load_checkpoint
-from .errors import CNNLibError
-from .images import to_model_input
-from .modelops import model_device, norm_stats, probabilities, to_input
+from cnnlib.io.checkpoint import build_model, load_checkpoint
+from cnnlib.errors import CNNLibError
+from cnnlib.data.images import to_model_input
+from cnnlib.modelops import model_device, norm_stats, probabilities, to_input
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:

@@ -24,8 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch import nn
-
-from .errors import CNNLibError
+from cnnlib.errors import CNNLibError
 
 
 # -----------------------------------------------------------------------------
@@ -310,7 +309,7 @@ def forward_batches(net: nn.Module, x, mean: torch.Tensor, std: torch.Tensor, ba
     autocast when `dtype` is given; `progress` is a tqdm label (None: no bar). The caller puts `net`
     in eval() (or passes a working copy).
     """
-    from .datacache import release_rows
+    from cnnlib.data.cache import release_rows
     n = len(x)
     if n == 0:
         return

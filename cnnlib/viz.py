@@ -17,8 +17,7 @@ import math
 
 import numpy as np
 from PIL import Image
-
-from .errors import CNNLibError
+from cnnlib.errors import CNNLibError
 
 
 def to_hwc_uint8(x) -> np.ndarray:

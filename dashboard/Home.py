@@ -1,14 +1,16 @@
-"""CNN Lens: `streamlit run dashboard/Home.py`. The frame around every page: page config, the sidebar
+"""CNN Lens: `streamlit run dashboard/Home.py` in the repository, `cnnlib dashboard` once installed. The frame around every page: page config, the sidebar
 (checkpoint picker), the open checkpoint, the page list, the page, then the background work: the import of
 torch (first session only) and the warm-up of the checkpoint. Home itself needs no torch: it reads the
-checkpoint with cnnlib.ckptmeta. The background import starts only once the page's script has finished:
+checkpoint with cnnlib.io.metadata. The background import starts only once the page's script has finished:
 started at the top, it held the GIL against the first page's own script and made the first page 2.9 s
 slower (bench/bench_firstpage.py); every other page gets the model loaded first."""
 import sys
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-for _p in (str(_HERE), str(_HERE.parent)):      # dashboard modules and cnnlib, however streamlit was started
+# the dashboard's modules; in a repository checkout also cnnlib beside it (installed, cnnlib is importable
+# already, and its own folder must not go on the path: cnnlib/io would shadow the standard library's io)
+for _p in [str(_HERE)] + ([str(_HERE.parent)] if (_HERE.parent / "cnnlib" / "__init__.py").is_file() else []):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 

@@ -21,7 +21,8 @@ _UPLOADS = "checkpoints.uploads"          # session state: {sha256: (file name, 
 
 
 def checkpoint_dir() -> Path:
-    """$CNNLENS_CHECKPOINTS, or checkpoints/ at the repository root (relative paths: from the repo root)."""
+    """$CNNLENS_CHECKPOINTS (`cnnlib dashboard --checkpoints DIR` sets it), or checkpoints/ at the repository
+    root (relative paths: from the repo root)."""
     p = Path(os.path.expanduser(os.environ.get(CHECKPOINTS_ENV) or "checkpoints"))
     return p if p.is_absolute() else REPO_ROOT / p
 
@@ -67,20 +68,20 @@ def folder_problem(folder: Path | None = None) -> str | None:
 
 
 def _meta(path: str) -> dict:
-    """The checkpoint's contents without PyTorch (cnnlib.ckptmeta: tensors as shapes); CheckpointError when it
+    """The checkpoint's contents without PyTorch (cnnlib.io.metadata: tensors as shapes); CheckpointError when it
     is not a readable checkpoint. The rare legacy-format file goes through torch."""
-    from cnnlib import ckptmeta
+    from cnnlib.io import metadata as ckptmeta
     try:
         return ckptmeta.read_meta(path)
     except ckptmeta.NeedsTorch:
-        from cnnlib import checkpoint
+        from cnnlib.io import checkpoint
         return checkpoint.load_checkpoint(path)
 
 
 def checkpoint_brief(path: str, mtime_ns: int, size: int) -> dict:
     """When a checkpoint was trained (its own `created` time, which survives a git clone) and its class
     names; {} for files that are not readable checkpoints (the picker lists them so choosing one says why).
-    Read without PyTorch and cached by cnnlib.ckptmeta (path, mtime, size)."""
+    Read without PyTorch and cached by cnnlib.io.metadata (path, mtime, size)."""
     try:
         ckpt = _meta(path)
     except CNNLibError:
@@ -130,7 +131,7 @@ class Ctx:
     model   nn.Module in eval(), model.meta = checkpoint metadata; loaded (through the shared
             st.cache_resource) on first access, so a page that does not touch it never imports torch
     meta    the checkpoint's metadata: model.meta once the model is loaded, before that the same keys read
-            without torch (cnnlib.ckptmeta; tensors in it are TensorStubs with a shape). The frame loads the
+            without torch (cnnlib.io.metadata; tensors in it are TensorStubs with a shape). The frame loads the
             model before every page but Home, so those pages always see model.meta.
     data    the sidebar's Data folder, resolved ("" = the checkpoint's own dataset)
     """
@@ -237,7 +238,7 @@ _FAILED: dict[str, str] = {}                   # "<path>@<mtime_ns>" -> why its 
 
 def _load_or_note(key: str, path: str, mtime_ns: int, size: int):
     """The cached model; a CNNLibError is remembered for the file version (weights for another architecture,
-    NaN weights: what cnnlib.ckptmeta cannot see), so every page names the problem without reloading."""
+    NaN weights: what cnnlib.io.metadata cannot see), so every page names the problem without reloading."""
     try:
         return _model_from_path(path, mtime_ns, size)
     except CNNLibError as e:
@@ -269,11 +270,11 @@ def open_many(choices: list[str]) -> tuple[list[Ctx], list[str]]:
 
 
 def summary(ctx: Ctx) -> dict:
-    """cnnlib.checkpoint.checkpoint_summary of the checkpoint, without torch for a file (the parameter count
+    """cnnlib.io.checkpoint.checkpoint_summary of the checkpoint, without torch for a file (the parameter count
     comes from the stored shapes); an upload (already loaded) counts its model's tensors."""
-    from cnnlib import ckptmeta
+    from cnnlib.io import metadata as ckptmeta
     if ctx._stored is None:
-        from cnnlib import checkpoint
+        from cnnlib.io import checkpoint
         return checkpoint.checkpoint_summary({**ctx.meta, "state_dict": ctx.model.state_dict()})
     return ckptmeta.summary(ctx._stored)
 

@@ -3,7 +3,7 @@ by (checkpoint, image, method, options) and nothing else, so an unrelated widget
 map, a filter elsewhere) never recomputes them. The model and the arrays are passed unhashed (`_model`);
 cnnlib works on private copies of the shared model, so sessions can compute at the same time.
 
-cnnlib is imported inside each loader as a module (`from cnnlib import attribution` then
+cnnlib is imported inside each loader as a module (`from cnnlib.explain import attribution` then
 `attribution.attribute_many(...)`), so a test can count cache misses by monkeypatching the function."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ SELECTION_PAGE = 48       # selected images shown per page on the Embeddings pag
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _predictions(ckpt_key: str, source: str, _model, _x, _y) -> dict | None:
-    from cnnlib import evaluate
+    from cnnlib.diagnose import evaluate
     if _x is None:
         return evaluate.stored_predictions(_model.meta)
     return evaluate.predictions_for(_model, "test", _x, _y)
@@ -30,7 +30,7 @@ def _predictions(ckpt_key: str, source: str, _model, _x, _y) -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _report(ckpt_key: str, source: str, _preds: dict) -> dict:
-    from cnnlib import evaluate
+    from cnnlib.diagnose import evaluate
     return evaluate.compute_report(_preds["targets"], _preds["probs"], _preds.get("classes"), _preds["losses"],
                                    preds=_preds["preds"])
 
@@ -53,12 +53,12 @@ def stored_report(ctx: Ctx) -> dict | None:
 
 
 def query_cell(preds: dict, true_class: int, pred_class: int, **kw) -> dict:
-    from cnnlib import evaluate
+    from cnnlib.diagnose import evaluate
     return evaluate.query_cell(preds, true_class, pred_class, **kw)
 
 
 def query_misclassified(preds: dict, **kw) -> dict:
-    from cnnlib import evaluate
+    from cnnlib.diagnose import evaluate
     return evaluate.query_misclassified(preds, **kw)
 
 
@@ -66,7 +66,7 @@ def query_misclassified(preds: dict, **kw) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _layers(ckpt_key: str, _model) -> list[dict]:
-    from cnnlib import interpret
+    from cnnlib.models import anatomy as interpret
     return interpret.list_layers(_model)
 
 
@@ -76,13 +76,13 @@ def layers(ctx: Ctx) -> list[dict]:
 
 
 def conv_layer_names(ctx: Ctx) -> list[str]:
-    from cnnlib import interpret
+    from cnnlib.models import anatomy as interpret
     return interpret.conv_layer_names(ctx.model)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _gradcam_default(ckpt_key: str, _model) -> str:
-    from cnnlib import interpret
+    from cnnlib.models import anatomy as interpret
     return interpret.default_gradcam_layer(_model)
 
 
@@ -129,7 +129,7 @@ def probabilities(ctx: Ctx, pick) -> np.ndarray:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _feature_maps(ckpt_key: str, image_key: str, layer: str, scale: str, _model, _x01) -> dict:
-    from cnnlib import interpret
+    from cnnlib.models import anatomy as interpret
     return interpret.feature_maps(_model, _x01, [layer], scale=scale)[layer]
 
 
@@ -142,7 +142,7 @@ def feature_maps(ctx: Ctx, pick, layer: str, scale: str) -> dict:
 @st.cache_data(show_spinner=False, max_entries=128)
 def _attributions(ckpt_key: str, image_key: str, method: str, targets: tuple, layer: str | None, scale: str,
                   options: tuple, _model, _x01) -> list[dict]:
-    from cnnlib import attribution
+    from cnnlib.explain import attribution
     results = attribution.attribute_many(_model, [_x01] * len(targets), method, targets=list(targets),
                                          scale=scale, layer=layer, **dict(options))
     keep = ("heatmap", "raw", "target", "probs", "scale", "method", "layer", "delta")
@@ -162,7 +162,7 @@ def attributions(ctx: Ctx, pick, method: str, targets, layer: str | None = None,
 
 def attribution_methods() -> dict[str, str]:
     """{method: label} in the order the pages offer them."""
-    from cnnlib import attribution
+    from cnnlib.explain import attribution
     return {m: attribution.METHOD_LABELS.get(m, m) for m in attribution.METHODS}
 
 
@@ -177,7 +177,7 @@ def embed_subset(n_total: int, n: int) -> np.ndarray:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _embedding(ckpt_key: str, source: str, n: int, _model, _x, _y) -> dict:
-    from cnnlib import interpret
+    from cnnlib.models import anatomy as interpret
     idx = embed_subset(len(_y), n)
     out = interpret.embed(_model, _x[idx], _y[idx])
     out["indices"] = idx
@@ -193,7 +193,7 @@ def embedding(ctx: Ctx, pixels, n: int = EMBED_DEFAULT) -> dict:
 
 def selection_order(indices: np.ndarray, preds: dict, by: str) -> np.ndarray:
     """Selected test indices ordered by loss (hardest first) or by confidence (most sure first)."""
-    from cnnlib import evaluate
+    from cnnlib.diagnose import evaluate
     res = evaluate.query_misclassified({**preds, "targets": np.asarray(preds["targets"])[indices],
                                         "preds": np.asarray(preds["preds"])[indices],
                                         "probs": np.asarray(preds["probs"])[indices],

@@ -21,7 +21,7 @@ EMBED_DEFAULT = 2000        # test images projected by default (t-SNE / UMAP on 
 NEIGHBOURS_K = 9
 FAITH_N = 20                # test images averaged on the Faithfulness page by default
 PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
-_INDEXES: dict = {}         # (checkpoint key, data key) -> cnnlib.neighbors.Index, shared by every session
+_INDEXES: dict = {}         # (checkpoint key, data key) -> cnnlib.diagnose.neighbors.Index, shared by every session
 _INDEX_LOCK = threading.Lock()
 
 
@@ -33,14 +33,14 @@ def _source(ctx: Ctx, preds: dict) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _label_issues(ckpt_key: str, source: str, ranked_by: str, _meta: dict, _preds: dict) -> dict:
-    from cnnlib import labels
+    from cnnlib.diagnose import labels
     if source == "stored":
         return labels.label_issues_for(_meta, ranked_by=ranked_by)
     return labels.label_issues(_preds["targets"], _preds["probs"], ranked_by=ranked_by)
 
 
 def label_issues(ctx: Ctx, preds: dict, ranked_by: str = "self_confidence") -> dict:
-    """cnnlib.labels.label_issues_for on the stored test predictions (label_issues on predictions computed
+    """cnnlib.diagnose.labels.label_issues_for on the stored test predictions (label_issues on predictions computed
     from the test pixels when the checkpoint stores none): indices (flagged, worst first), ranking, quality,
     suggested, given_prob, suggested_prob, n_issues."""
     with ui.spinner("Looking for labels the model contradicts (confident learning)…"):
@@ -48,7 +48,7 @@ def label_issues(ctx: Ctx, preds: dict, ranked_by: str = "self_confidence") -> d
 
 
 def label_rankings() -> tuple[str, ...]:
-    from cnnlib import labels
+    from cnnlib.diagnose import labels
     return tuple(labels.RANKINGS)
 
 
@@ -56,8 +56,8 @@ def label_rankings() -> tuple[str, ...]:
 
 @st.cache_resource(show_spinner=False, max_entries=2)      # memory-mapped: shared, never copied per session
 def _train_split(data_key: str, override: str, _meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    from cnnlib import data
-    return data.load_checkpoint_split(_meta, "train", data=override or None)
+    from cnnlib.data import spec as data_spec
+    return data_spec.load_checkpoint_split(_meta, "train", data=override or None)
 
 
 def train_pixels(ctx: Ctx, notice: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
@@ -91,17 +91,19 @@ class _Counted:
 
 
 def neighbour_index(ctx: Ctx, train: tuple[np.ndarray, np.ndarray]):
-    """The checkpoint's feature index of its training images: cnnlib.neighbors.build_index under the key
+    """The checkpoint's feature index of its training images: cnnlib.diagnose.neighbors.build_index under the key
     index_for_checkpoint uses (so both share the disk cache), built once per checkpoint and data with a bar."""
     key = (ctx.key, testdata.pixels_key(ctx))
     index = _INDEXES.get(key)
     if index is not None:
         return index
-    from cnnlib import data, datacache, neighbors
+    from cnnlib.data import spec as data_spec
+    from cnnlib.data import cache as datacache
+    from cnnlib.diagnose import neighbors
     with _INDEX_LOCK:
         index = _INDEXES.get(key)
         if index is None:
-            spec = data.checkpoint_data_spec(ctx.meta, ctx.data or "")
+            spec = data_spec.checkpoint_data_spec(ctx.meta, ctx.data or "")
             text = f"Indexing the {len(train[1]):,} training images (once per checkpoint; then read from disk)…"
             bar = st.progress(0.0, text=text)
             try:
@@ -117,7 +119,7 @@ def neighbour_index(ctx: Ctx, train: tuple[np.ndarray, np.ndarray]):
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def _neighbours(ckpt_key: str, index_key: str, image_key: str, k: int, _model, _index, _x01) -> dict:
-    from cnnlib import neighbors
+    from cnnlib.diagnose import neighbors
     hits = neighbors.neighbors_of(_model, _index, _x01, k=k)
     return {key: hits[key] for key in ("indices", "similarities", "labels", "pred")}
 
@@ -138,12 +140,12 @@ def neighbours(ctx: Ctx, pick, k: int = NEIGHBOURS_K) -> dict | None:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _projection(ckpt_key: str, data_key: str, method: str, n: int | None, _model, _data: str) -> dict:
-    from cnnlib import projection
+    from cnnlib.diagnose import projection
     return projection.embedding_for_checkpoint(_model, method, n=n, data=_data or None)
 
 
 def projection(ctx: Ctx, method: str, n: int, n_total: int) -> dict:
-    """cnnlib.projection.embedding_for_checkpoint of n test images: xy, indices, labels, preds, correct,
+    """cnnlib.diagnose.projection.embedding_for_checkpoint of n test images: xy, indices, labels, preds, correct,
     seconds, cached (on disk, so each map is computed once per checkpoint, data, method and n)."""
     slow = "" if method == "pca" else " t-SNE and UMAP take tens of seconds for thousands of points, once: " \
                                       "the map is then cached on disk."
@@ -156,7 +158,7 @@ def projection(ctx: Ctx, method: str, n: int, n_total: int) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _compare(key_a: str, key_b: str, source: str, classes: tuple, _meta_a, _meta_b, _pa, _pb) -> dict:
-    from cnnlib import compare
+    from cnnlib.diagnose import compare
     if source == "stored":
         return compare.compare_checkpoints(_meta_a, _meta_b)
     return compare.compare(_pa["targets"], _pa["preds"], _pb["preds"], list(classes))
@@ -175,7 +177,7 @@ def on_data_of(b: Ctx, a: Ctx) -> Ctx:
 
 
 def comparison(a: Ctx, b: Ctx, pixels) -> tuple[dict, dict, dict]:
-    """(cnnlib.compare result, predictions of a, predictions of b) on the same test images: the stored
+    """(cnnlib.diagnose.compare result, predictions of a, predictions of b) on the same test images: the stored
     predictions when both checkpoints have them (compare_checkpoints), else computed from the test pixels."""
     stored_a, stored_b = compute.evaluation(a, None)[0], compute.evaluation(b, None)[0]
     if stored_a is not None and stored_b is not None:
@@ -190,7 +192,7 @@ def comparison(a: Ctx, b: Ctx, pixels) -> tuple[dict, dict, dict]:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _split_paths(ckpt_key: str, data_key: str, _meta: dict, data: str) -> list[str] | None:
-    from cnnlib import compare
+    from cnnlib.diagnose import compare
     return compare.split_paths(_meta, "test", data or None)
 
 
@@ -207,7 +209,7 @@ def split_paths(ctx: Ctx) -> list[str] | None:
 @st.cache_data(show_spinner=False, max_entries=128)
 def _curves(ckpt_key: str, image_key: str, method: str, target: int, steps: int, baseline: str,
             _model, _x01, _heatmap) -> dict:
-    from cnnlib import faithfulness
+    from cnnlib.explain import faithfulness
     return faithfulness.deletion_insertion(_model, _x01, _heatmap, target, steps=steps, baseline=baseline)
 
 
@@ -224,14 +226,14 @@ def faith_subset(n_total: int, n: int) -> np.ndarray:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _table_row(ckpt_key: str, data_key: str, method: str, n: int, steps: int, baseline: str, _model, _x) -> dict:
-    from cnnlib import faithfulness
+    from cnnlib.explain import faithfulness
     rows = faithfulness.faithfulness_table(_model, _x, [] if method == "random" else [method], steps=steps,
                                            baseline=baseline, include_random=method == "random")
     return rows[0]
 
 
 def faith_table(ctx: Ctx, pixels, methods: list[str], n: int, steps: int, baseline: str) -> list[dict]:
-    """cnnlib.faithfulness.faithfulness_table over n test images, one method at a time (a progress bar; each
+    """cnnlib.explain.faithfulness.faithfulness_table over n test images, one method at a time (a progress bar; each
     method's row cached), plus the random-map reference last."""
     idx = faith_subset(len(pixels[1]), n)
     x = np.asarray(pixels[0][idx])
@@ -251,5 +253,5 @@ def faith_table(ctx: Ctx, pixels, methods: list[str], n: int, steps: int, baseli
 
 
 def baselines() -> tuple[str, ...]:
-    from cnnlib import faithfulness
+    from cnnlib.explain import faithfulness
     return tuple(faithfulness.BASELINES)

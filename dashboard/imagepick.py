@@ -36,8 +36,7 @@ class Picked:
 @st.cache_data(show_spinner=False, max_entries=32)
 def _decode_upload(sha: str, shape: tuple, prep: str, _blob: bytes, _preprocessing) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
-
-    from cnnlib import images
+    from cnnlib.data import images
     im = images.load_image(_blob)
     x01 = images.to_model_input(im, list(shape), _preprocessing).numpy()
     thumb = im.copy()

@@ -3,7 +3,6 @@ names the pages use. All return uint8 (H, W, 3) or (H, W) arrays for st.image.""
 from __future__ import annotations
 
 import numpy as np
-
 from cnnlib import viz
 
 
@@ -34,13 +33,13 @@ def heat_colours(values01, cmap: str = "jet") -> np.ndarray:
 
 def overlay(x01: np.ndarray, heatmap: np.ndarray, alpha: float, cmap: str = "jet") -> np.ndarray:
     """A heatmap painted over the image with opacity `alpha`."""
-    from cnnlib import attribution
+    from cnnlib.explain import attribution
     return attribution.overlay(x01, heatmap, alpha=alpha, cmap=cmap)
 
 
 def kernel_tiles(weight, scale: str = "filter") -> np.ndarray:
     """First-layer kernels (C_out, C_in, k, k) as tiles (C_out, k, k, C_in) in [0, 1]."""
-    from cnnlib import interpret
+    from cnnlib.models import anatomy as interpret
     return interpret.first_layer_filters(weight, scale=scale)
 
 
@@ -54,7 +53,7 @@ def change_tiles(weight, initial) -> tuple[np.ndarray, float]:
 
 def layer_kernel_tiles(model, layer: str, scale: str) -> np.ndarray:
     """A deeper conv layer's kernels (C_out, C_in, k, k) in [0, 1]."""
-    from cnnlib import interpret
+    from cnnlib.models import anatomy as interpret
     return interpret.layer_kernels(model, layer, scale=scale)
 
 

@@ -1,6 +1,6 @@
 """Tagged selections: sets of test images picked on one page (a confusion-matrix cell, an embedding selection,
 the label-issue list, a disagreement list) kept under a name in this browser session, listed on the Selections
-page and exported as CSV by cnnlib.compare.selection_csv (index, file path for ImageFolder data, label,
+page and exported as CSV by cnnlib.diagnose.compare.selection_csv (index, file path for ImageFolder data, label,
 prediction, confidence, score, tag). A tagged set keeps its CSV rows, so it survives switching checkpoints."""
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def tagged() -> dict:
 
 
 def csv_for(ctx: Ctx, preds: dict, indices, scores=None, tag: str = "") -> bytes:
-    """cnnlib.compare.selection_csv of test images `indices` (whole-split `scores` or None)."""
-    from cnnlib import compare
+    """cnnlib.diagnose.compare.selection_csv of test images `indices` (whole-split `scores` or None)."""
+    from cnnlib.diagnose import compare
     return compare.selection_csv(np.asarray(indices, np.int64), preds["targets"], preds["preds"], preds["probs"],
                                  ctx.classes, paths=diagnose.split_paths(ctx), scores=scores, tag=tag)
 

@@ -75,7 +75,7 @@ def _import_help() -> None:
 def draw(load_model: bool = True) -> tuple[Ctx | None, str | None]:
     """Draw the sidebar; returns (ctx, None) or (None, the one sentence saying why no checkpoint is open).
 
-    The checkpoint is read without PyTorch (cnnlib.ckptmeta); `load_model` also loads its network now (every
+    The checkpoint is read without PyTorch (cnnlib.io.metadata); `load_model` also loads its network now (every
     page but Home), so weights that do not fit their architecture are named here, in the sidebar."""
     top, bottom = st.sidebar.container(), st.sidebar.container()
     with bottom:

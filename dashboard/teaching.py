@@ -1,7 +1,7 @@
 """Cached computations of the teaching pages (forward pass, layer strip, channel visualisation, training batch,
-sanity check), all from cnnlib.teach. Same pattern as compute.py: st.cache_data keyed by (checkpoint, image,
+sanity check), all from cnnlib.teach and cnnlib.explain. Same pattern as compute.py: st.cache_data keyed by (checkpoint, image,
 options) only, the model and arrays passed unhashed, cnnlib imported as a module inside each loader (a test can
-monkeypatch `teach.unit_arithmetic` and count the misses)."""
+monkeypatch `arithmetic.unit_arithmetic` and count the misses)."""
 from __future__ import annotations
 
 import compute
@@ -45,7 +45,7 @@ def default_channel_layer(ctx: Ctx) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _conv_map(ckpt_key: str, image_key: str, layer: str, _model, _x01) -> np.ndarray:
-    from cnnlib import interpret
+    from cnnlib.models import anatomy as interpret
     return interpret.feature_maps(_model, _x01, [layer], scale="channel")[layer]["raw"]
 
 
@@ -57,23 +57,23 @@ def conv_map(ctx: Ctx, pick, layer: str) -> np.ndarray:
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def _unit(ckpt_key: str, image_key: str, layer: str, channel: int, y: int, x: int, _model, _x01) -> dict:
-    from cnnlib import teach
-    return teach.unit_arithmetic(_model, _x01, layer, channel, y, x)
+    from cnnlib.teach import arithmetic
+    return arithmetic.unit_arithmetic(_model, _x01, layer, channel, y, x)
 
 
 def unit(ctx: Ctx, pick, layer: str, channel: int, y: int, x: int) -> dict:
-    """cnnlib.teach.unit_arithmetic for one unit of one image."""
+    """cnnlib.teach.arithmetic.unit_arithmetic for one unit of one image."""
     return _unit(ctx.key, pick.key, layer, int(channel), int(y), int(x), ctx.model, pick.x01)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _head(ckpt_key: str, image_key: str, target: int | None, top: int, _model, _x01) -> dict:
-    from cnnlib import teach
-    return teach.head_arithmetic(_model, _x01, target=target, top=top)
+    from cnnlib.teach import arithmetic
+    return arithmetic.head_arithmetic(_model, _x01, target=target, top=top)
 
 
 def head(ctx: Ctx, pick, target: int | None, top: int = 10) -> dict:
-    """cnnlib.teach.head_arithmetic: the class's logit written out, then the softmax."""
+    """cnnlib.teach.arithmetic.head_arithmetic: the class's logit written out, then the softmax."""
     return _head(ctx.key, pick.key, None if target is None else int(target), int(top), ctx.model, pick.x01)
 
 
@@ -89,23 +89,23 @@ TOY_KERNELS = {1: [[1]], 2: [[1, 0], [0, -1]], 3: [[1, 0, -1], [2, 0, -2], [1, 0
 
 
 def toy_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """teach.conv_output_size (raises CNNLibError with one sentence when the kernel does not fit)."""
-    from cnnlib import teach
-    return teach.conv_output_size(size, kernel, stride, padding)
+    """toy.conv_output_size (raises CNNLibError with one sentence when the kernel does not fit)."""
+    from cnnlib.teach import toy
+    return toy.conv_output_size(size, kernel, stride, padding)
 
 
 def toy(size: int, kernel: int, stride: int, padding: int) -> dict:
-    """teach.toy_convolution of the first size x size corner of TOY_INPUT with a k x k edge kernel."""
-    from cnnlib import teach
-    return teach.toy_convolution(TOY_INPUT[:size, :size], np.array(TOY_KERNELS[kernel], float), stride, padding)
+    """toy.toy_convolution of the first size x size corner of TOY_INPUT with a k x k edge kernel."""
+    from cnnlib.teach import toy
+    return toy.toy_convolution(TOY_INPUT[:size, :size], np.array(TOY_KERNELS[kernel], float), stride, padding)
 
 
 # ----------------------------------------------------------------------------- 2. through the layers
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _strip(ckpt_key: str, image_key: str, per_layer: int, _model, _x01) -> dict:
-    from cnnlib import teach
-    return teach.layer_strip(_model, _x01, per_layer=per_layer)
+    from cnnlib.teach import strip
+    return strip.layer_strip(_model, _x01, per_layer=per_layer)
 
 
 def strip(ctx: Ctx, pick, per_layer: int) -> dict:
@@ -118,8 +118,8 @@ def strip(ctx: Ctx, pick, per_layer: int) -> dict:
 @st.cache_data(show_spinner=False, max_entries=64)
 def _visualize(ckpt_key: str, layer: str | None, channel: int | None, target: int | None, steps: int, seed: int,
                _model, _progress) -> dict:
-    from cnnlib import teach
-    r = teach.visualize_channel(_model, layer, channel, target_class=target, steps=steps, seed=seed,
+    from cnnlib.explain import featurevis
+    r = featurevis.visualize_channel(_model, layer, channel, target_class=target, steps=steps, seed=seed,
                                 progress=_progress)
     return {k: r[k] for k in ("image", "start", "objective_history", "start_objective", "final_objective", "seconds")}
 
@@ -151,7 +151,7 @@ def _never(step, steps, objective):
 
 
 def visualize(ctx: Ctx, layer, channel, target, steps: int, seed: int) -> dict:
-    """teach.visualize_channel with a progress bar (st.progress driven by its progress callback); cached per
+    """featurevis.visualize_channel with a progress bar (st.progress driven by its progress callback); cached per
     (checkpoint, layer, channel or class, steps, seed)."""
     bar = st.progress(0.0, text="Optimising the image…")
 
@@ -168,9 +168,9 @@ def visualize(ctx: Ctx, layer, channel, target, steps: int, seed: int) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _top(ckpt_key: str, source: str, layer: str, channel: int, _model, _x) -> tuple[np.ndarray, np.ndarray]:
-    from cnnlib import teach
-    scores = teach.channel_scores(_model, _x, layer, channel)
-    order = teach.top_activating(_model, _x, layer, channel, k=TOP_K)
+    from cnnlib.explain import featurevis
+    scores = featurevis.channel_scores(_model, _x, layer, channel)
+    order = featurevis.top_activating(_model, _x, layer, channel, k=TOP_K)
     return order, scores[order]
 
 
@@ -189,15 +189,15 @@ def batch_indices(n_total: int, n: int, seed: int) -> np.ndarray:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _batch(ckpt_key: str, source: str, n: int, seed: int, _meta, _x) -> dict:
-    from cnnlib import teach
+    from cnnlib.teach import batch
     idx = batch_indices(len(_x), n, seed)
-    out = teach.training_batch_steps(_meta, np.asarray(_x[idx]), seed=seed)
+    out = batch.training_batch_steps(_meta, np.asarray(_x[idx]), seed=seed)
     out["indices"] = idx
     return out
 
 
 def batch_steps(ctx: Ctx, pixels, n: int, seed: int) -> dict:
-    """teach.training_batch_steps on `n` test images (picked by `seed`, which also seeds the augmentation)."""
+    """batch.training_batch_steps on `n` test images (picked by `seed`, which also seeds the augmentation)."""
     return _batch(ctx.key, testdata.pixels_key(ctx), int(n), int(seed), ctx.meta, pixels[0])
 
 
@@ -214,13 +214,13 @@ def recipe(ctx: Ctx) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _sanity(ckpt_key: str, image_key: str, method: str, target: int | None, seed: int, _model, _x01) -> list[dict]:
-    from cnnlib import teach
-    rows = teach.sanity_check(_model, _x01, method, target=target, seed=seed, with_ssim=False)
+    from cnnlib.explain import sanity
+    rows = sanity.sanity_check(_model, _x01, method, target=target, seed=seed, with_ssim=False)
     return [{k: r[k] for k in ("step", "randomized", "heatmap", "spearman", "target")} for r in rows]
 
 
 def sanity(ctx: Ctx, pick, method: str, target: int | None, seed: int = 0) -> list[dict]:
-    """teach.sanity_check: the trained model's map, then one per cascading randomisation step."""
+    """sanity.sanity_check: the trained model's map, then one per cascading randomisation step."""
     with ui.spinner("Randomising the layers one by one and recomputing the map…"):
         return _sanity(ctx.key, pick.key, method, None if target is None else int(target), int(seed),
                        ctx.model, pick.x01)

@@ -1,4 +1,4 @@
-"""Training from the dashboard: cnnlib.jobs.TrainingJobs on the checkpoint folder (one run at a time per folder,
+"""Training from the dashboard: cnnlib.training.jobs.TrainingJobs on the checkpoint folder (one run at a time per folder,
 found again after a reload or in another tab), the form's choices, and the run's curves as a Plotly figure."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ _SEEN = "train_live.seen_status"           # session state: {job id: last status
 
 def jobs():
     """TrainingJobs for the sidebar's checkpoint folder: cheap, holds no state (it is all in <folder>/.jobs/)."""
-    from cnnlib import jobs as cnnjobs
+    from cnnlib.training import jobs as cnnjobs
     return cnnjobs.TrainingJobs(str(checkpoints.checkpoint_dir()))
 
 
@@ -24,7 +24,7 @@ def current():
 
 
 def models() -> list[str]:
-    from cnnlib import models as cnnmodels
+    from cnnlib.models import registry as cnnmodels
     return [m for m in ("simple_cnn", "resnet9") if m in cnnmodels.list_models()]
 
 

@@ -1,5 +1,5 @@
 """The forward-pass page's step panels: one unit's conv, BatchNorm, activation and pool written out with the real
-numbers (cnnlib.teach.unit_arithmetic), the classifier head and softmax (head_arithmetic), and the toy
+numbers (cnnlib.teach.strip.unit_arithmetic), the classifier head and softmax (head_arithmetic), and the toy
 convolution widget. Each step shows `result` (the arithmetic) beside `hook` (the model's own value)."""
 from __future__ import annotations
 

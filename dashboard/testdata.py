@@ -1,4 +1,4 @@
-"""The checkpoint's test pixels: which dataset they come from (cnnlib.data.checkpoint_data_spec, the sidebar's
+"""The checkpoint's test pixels: which dataset they come from (cnnlib.data.datasets.checkpoint_data_spec, the sidebar's
 Data folder overriding it), loading them once per dataset (shared by every checkpoint of that
 dataset; st.cache_resource, so the memory-mapped arrays are shared, never copied into each session),
 and the one-sentence help when they are not on disk."""

@@ -23,8 +23,8 @@ _DONE: set = set()
 _LOCK = threading.Lock()
 _IMPORTS_STARTED = threading.Event()
 # what the pages after Home import (torch first: most of the ~2 s); plotly for the Architecture page's chart
-HEAVY_MODULES = ("torch", "cnnlib.models", "cnnlib.checkpoint", "cnnlib.inference", "cnnlib.modelops",
-                 "cnnlib.interpret", "cnnlib.evaluate", "cnnlib.data", "cnnlib.attribution", "plotly.graph_objects")
+HEAVY_MODULES = ("torch", "cnnlib.models.registry", "cnnlib.io.checkpoint", "cnnlib.inference", "cnnlib.modelops",
+                 "cnnlib.models.anatomy", "cnnlib.diagnose.evaluate", "cnnlib.data.datasets", "cnnlib.explain.attribution", "plotly.graph_objects")
 
 
 class _Quiet(logging.Filter):

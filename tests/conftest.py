@@ -95,7 +95,7 @@ def write_mnist_idx(root, folder="MNIST", n_train=120, n_test=40, gz=False):
 def train_tiny(tmp_path, data, out_name="tiny.pt", **overrides):
     """Train through the real pipeline with small, fast settings; returns the checkpoint path."""
     from cnnlib.config import make_config
-    from cnnlib.train import run
+    from cnnlib.training.train import run
 
     values = dict(data=str(data), data_root=str(tmp_path / "data-root"), epochs=2, batch_size=16, val_size=16,
                   out=str(tmp_path / out_name), progress=False, lr=3e-3, eval_batch_size=64)
@@ -158,9 +158,9 @@ def build_lens_checkpoints(tiny_ckpt, base):
     Also nodata.pt in a folder of its own: wrong.pt whose recorded dataset folder does not exist."""
     import shutil
 
-    from cnnlib.checkpoint import load_checkpoint, save_checkpoint
-    from cnnlib.data import load_checkpoint_split
-    from cnnlib.evaluate import run_split
+    from cnnlib.io.checkpoint import load_checkpoint, save_checkpoint
+    from cnnlib.data.spec import load_checkpoint_split
+    from cnnlib.diagnose.evaluate import run_split
     from cnnlib.inference import load_model
 
     folder = base / "checkpoints"

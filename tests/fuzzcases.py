@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cnnlib import CheckpointError, CNNLibError, ImageError
-from cnnlib.images import load_image, to_model_input
+from cnnlib.data.images import load_image, to_model_input
 from cnnlib.inference import load_model, predict
-from cnnlib.models import get_model
+from cnnlib.models.registry import get_model
 
 FORMATS = ["PNG", "JPEG", "GIF", "WEBP", "TIFF", "BMP"]
 MODES = ["1", "L", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F", "LA"]

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cnnlib.models import get_model
+from cnnlib.models.registry import get_model
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
 

@@ -1,4 +1,4 @@
-"""cnnlib.attribution: hand-checkable attributions (IG completeness, saliency of a linear model, Grad-CAM by
+"""cnnlib.explain.attribution: hand-checkable attributions (IG completeness, saliency of a linear model, Grad-CAM by
 hand), every method's shapes and ranges, shared scales, seeding, option defaults and thread safety."""
 import threading
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-
-from cnnlib import attribution, interpret
+from cnnlib.explain import attribution
+from cnnlib.models import anatomy as interpret
 from cnnlib.errors import CNNLibError
 from modeltools import MEAN, STD, assert_unchanged, images, logits_of, make_model, normalized, snapshot
 

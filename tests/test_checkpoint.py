@@ -1,4 +1,4 @@
-"""cnnlib.checkpoint: one true sentence for every bad file (empty, truncated, corrupt, text, an image, a
+"""cnnlib.io.checkpoint: one true sentence for every bad file (empty, truncated, corrupt, text, an image, a
 plain pickle, code, another architecture, NaN weights, a class list that does not name every output),
 in the library and the CLI; format versions; atomic saves."""
 from __future__ import annotations
@@ -13,11 +13,10 @@ import zipfile
 
 import pytest
 import torch
-
 from cnnlib import CheckpointError
-from cnnlib.checkpoint import load_checkpoint, save_checkpoint
+from cnnlib.io.checkpoint import load_checkpoint, save_checkpoint
 from cnnlib.inference import load_model
-from cnnlib.models import get_model
+from cnnlib.models.registry import get_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

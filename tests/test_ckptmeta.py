@@ -1,4 +1,4 @@
-"""cnnlib.ckptmeta: a checkpoint's metadata read without PyTorch agrees with torch.load on every value and
+"""cnnlib.io.metadata: a checkpoint's metadata read without PyTorch agrees with torch.load on every value and
 every tensor's shape, refuses what the torch path refuses with the same sentence, and imports no torch."""
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from cnnlib import ckptmeta
-from cnnlib.checkpoint import checkpoint_summary, load_checkpoint, safe_torch_load
+from cnnlib.io import metadata as ckptmeta
+from cnnlib.io.checkpoint import checkpoint_summary, load_checkpoint, safe_torch_load
 from cnnlib.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,7 +160,7 @@ def test_tensor_stub_survives_pickling():
 
 
 def test_importing_it_imports_no_torch():
-    code = ("import sys; import cnnlib; from cnnlib import ckptmeta; "
+    code = ("import sys; import cnnlib; from cnnlib.io import metadata as ckptmeta; "
             f"m = ckptmeta.read_meta({SHIPPED[0]!r}); ckptmeta.summary(m); "
             "assert 'torch' not in sys.modules, [k for k in sys.modules if k.startswith('torch')][:5]; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=120)
@@ -171,7 +170,7 @@ def test_importing_it_imports_no_torch():
 def test_the_package_no_longer_exports_the_model_registry():
     import cnnlib
     assert not any(hasattr(cnnlib, n) for n in ("get_model", "list_models", "register_model"))
-    from cnnlib.models import get_model, list_models, register_model  # noqa: F401 - where they live
+    from cnnlib.models.registry import get_model, list_models, register_model  # noqa: F401 - where they live
 
 
 def test_safe_torch_load_and_read_meta_agree_on_the_legacy_format(tmp_path, tiny_ckpt):

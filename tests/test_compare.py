@@ -1,4 +1,4 @@
-"""cnnlib.compare: the 2x2 table and McNemar's test by hand, per-class accuracy, CSV selections, file paths."""
+"""cnnlib.diagnose.compare: the 2x2 table and McNemar's test by hand, per-class accuracy, CSV selections, file paths."""
 import csv
 import io
 import math
@@ -9,8 +9,8 @@ import pytest
 from conftest import CLASSES4, write_image_folder
 from PIL import Image
 
-from cnnlib.compare import compare, compare_checkpoints, mcnemar, selection_csv, split_paths
-from cnnlib.data import load_checkpoint_split
+from cnnlib.diagnose.compare import compare, compare_checkpoints, mcnemar, selection_csv, split_paths
+from cnnlib.data.spec import load_checkpoint_split
 from cnnlib.errors import CNNLibError
 
 

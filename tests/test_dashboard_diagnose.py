@@ -76,7 +76,7 @@ def test_every_new_page_renders_for_an_imported_model(imported_ckpt, lens_checkp
 
 
 def test_label_issues_in_cnnlibs_order(lens_checkpoints):
-    from cnnlib import labels
+    from cnnlib.diagnose import labels
     at = go(app(), "Probably mislabelled")
     expect = labels.label_issues_for(meta(lens_checkpoints["wrong"]))
     shown = list(table(at, "li_table")["index"])
@@ -86,7 +86,7 @@ def test_label_issues_in_cnnlibs_order(lens_checkpoints):
     assert [int(re.match(r"#(\d+)", c).group(1)) for c in caps] == shown
     suggested = expect["suggested"]
     cls = lens_checkpoints["classes"]
-    from cnnlib.evaluate import stored_predictions
+    from cnnlib.diagnose.evaluate import stored_predictions
     targets = stored_predictions(meta(lens_checkpoints["wrong"]))["targets"]
     assert caps == [f"#{i} {cls[targets[i]]} → {cls[suggested[i]]} · {expect['quality'][i]:.2f}" for i in shown]
     widget(at, "li_list").set_value("all").run()
@@ -141,7 +141,7 @@ def test_embedding_selection_feeds_the_errors_gallery_and_tags():
 def test_confusion_cell_tagged_and_its_csv_has_the_cells_rows(lens_checkpoints):
     at = go(app(), "Evaluation")
     classes = lens_checkpoints["classes"]
-    from cnnlib.evaluate import stored_predictions
+    from cnnlib.diagnose.evaluate import stored_predictions
     p = stored_predictions(meta(lens_checkpoints["wrong"]))
     cm = np.zeros((4, 4), int)
     np.add.at(cm, (p["targets"], p["preds"]), 1)
@@ -170,7 +170,7 @@ def test_confusion_cell_tagged_and_its_csv_has_the_cells_rows(lens_checkpoints):
 
 
 def test_comparison_equals_cnnlibs(lens_checkpoints):
-    from cnnlib import compare
+    from cnnlib.diagnose import compare
     at = go(app(), "Two models")                          # A = wrong.pt (newest), B = tiny.pt
     c = compare.compare_checkpoints(meta(lens_checkpoints["wrong"]), meta(lens_checkpoints["tiny"]))
     got = table(at, "cmp_table")

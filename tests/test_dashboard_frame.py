@@ -76,7 +76,7 @@ def test_home_summary_card(lens_checkpoints):
     assert metrics["Model"] == "simple_cnn" and metrics["Epochs"] == "3"
     assert metrics["Test accuracy"] == ui.pct(lens_checkpoints["accuracy"])
     assert set(metrics) >= {"Dataset", "Parameters", "Best validation accuracy", "Training time", "Trained on"}
-    from cnnlib.checkpoint import checkpoint_summary, load_checkpoint
+    from cnnlib.io.checkpoint import checkpoint_summary, load_checkpoint
     assert metrics["Parameters"] == f"{checkpoint_summary(load_checkpoint(lens_checkpoints['wrong']))['parameters']:,}"
     assert not at.dataframe and not at.get("plotly_chart")          # the architecture has its own page
 
@@ -203,10 +203,10 @@ def test_bad_checkpoint_on_disk_gives_one_sentence_in_the_sidebar(kind, tmp_path
 
 @pytest.mark.parametrize("kind", ["random", "text", "empty", "evil", "other_arch"])
 def test_bad_checkpoint_sentence_is_the_torch_paths(kind, tmp_path, lens_checkpoints):
-    """The sidebar's sentence for a bad file read without torch (cnnlib.ckptmeta) is the one the torch path
+    """The sidebar's sentence for a bad file read without torch (cnnlib.io.metadata) is the one the torch path
     (load_checkpoint, build_model) gives."""
-    from cnnlib import ckptmeta
-    from cnnlib.checkpoint import build_model, load_checkpoint
+    from cnnlib.io import metadata as ckptmeta
+    from cnnlib.io.checkpoint import build_model, load_checkpoint
     from cnnlib.errors import CheckpointError
     path = str(_bad_files(tmp_path / "bad", lens_checkpoints)[kind])
     with pytest.raises(CheckpointError) as torch_path:

@@ -72,7 +72,7 @@ def test_evaluation_metrics_matrix_cell_images_and_calibration(lens_checkpoints)
 
 def test_evaluation_preselects_the_reports_most_confused_cell(lens_checkpoints, monkeypatch):
     """The preselected cell is report["most_confused"][0] (cnnlib's), not a re-computation on the page."""
-    from cnnlib import evaluate
+    from cnnlib.diagnose import evaluate
     real = evaluate.compute_report
 
     def report(*a, **kw):
@@ -308,8 +308,8 @@ def test_saliency_every_method_targets_and_caching(misses):
 
 
 def test_saliency_options_start_at_cnnlibs_defaults(monkeypatch):
-    """The option widgets read cnnlib.attribution.option_defaults instead of restating 48 / 25 / 0.15."""
-    from cnnlib import attribution
+    """The option widgets read cnnlib.explain.attribution.option_defaults instead of restating 48 / 25 / 0.15."""
+    from cnnlib.explain import attribution
     real = attribution.option_defaults
     mine = {"integrated_gradients": {"n_steps": 36, "baseline": "white"},
             "smoothgrad": {"nt_samples": 15, "stdev": 0.07}, "occlusion": {"window": 3, "baseline": "mean"}}

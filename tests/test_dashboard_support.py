@@ -38,7 +38,10 @@ def _env(monkeypatch, lens_checkpoints):
 def misses(monkeypatch):
     """Counts real calls (cache misses) of the cnnlib functions the cached loaders call: misses["attribute_many"]."""
     counts = collections.Counter()
-    from cnnlib import attribution, evaluate, interpret, modelops
+    from cnnlib import modelops
+    from cnnlib.explain import attribution
+    from cnnlib.diagnose import evaluate
+    from cnnlib.models import anatomy as interpret
 
     for module, name in ((attribution, "attribute_many"), (interpret, "feature_maps"), (interpret, "embed"),
                          (interpret, "list_layers"), (evaluate, "predictions_for"), (evaluate, "compute_report"),

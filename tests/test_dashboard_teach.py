@@ -97,7 +97,7 @@ def _hooks(at) -> list[tuple[float, float]]:
 def test_forward_pass_numbers_are_the_models_activations(lens_checkpoints):
     """The conv, BatchNorm, ReLU and pool values shown equal the model's activations, computed here with
     forward hooks on the real model (for a unit chosen by its row and column)."""
-    from cnnlib.data import load_checkpoint_split
+    from cnnlib.data.spec import load_checkpoint_split
     from cnnlib.inference import load_model
     model = load_model(lens_checkpoints["tiny"], "cpu")
     x, _ = load_checkpoint_split(model.meta, "test")
@@ -168,7 +168,7 @@ def test_train_from_the_dashboard(tmp_path, monkeypatch, lens_checkpoints):
     try:
         _train_walk(app(), folder, data, tmp_path)
     finally:
-        from cnnlib.jobs import TrainingJobs
+        from cnnlib.training.jobs import TrainingJobs
         TrainingJobs(str(folder)).cancel(timeout=5)
 
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
-
 from cnnlib import DatasetError
-from cnnlib import data as data_mod
-from cnnlib import datacache
-from cnnlib import images as images_mod
+from cnnlib.data import datasets as data_mod
+from cnnlib.data import spec as data_spec
+from cnnlib.data import cache as datacache
+from cnnlib.data import images as images_mod
 from cnnlib.config import TrainConfig
 from cnnlib.inference import load_model
 
@@ -47,7 +47,7 @@ def folder_meta(path, classes=SORTED4, shape=(3, 16, 16), config=None, **extra):
 
 @pytest.fixture
 def count_decodes(monkeypatch):
-    """Counts cnnlib.images.load_image calls per file (every dataset image is decoded through it)."""
+    """Counts cnnlib.data.images.load_image calls per file (every dataset image is decoded through it)."""
     calls = []
     real = images_mod.load_image
 
@@ -87,13 +87,13 @@ def test_cifar10_pickles_load_split_and_cache(tmp_path, monkeypatch):
     # a checkpoint's val split is the training run's
     meta = {"data": {"name": "cifar10", "path": root, "split_seed": 3}, "config": {"val_size": 20},
             "classes": splits["classes"], "input_shape": [3, 32, 32]}
-    xv, yv = data_mod.load_checkpoint_split(meta, "val")
+    xv, yv = data_spec.load_checkpoint_split(meta, "val")
     assert np.array_equal(xv, splits["val"][0].numpy()) and np.array_equal(yv, splits["val"][1].numpy())
-    xt, _ = data_mod.load_checkpoint_split(meta, "test")
+    xt, _ = data_spec.load_checkpoint_split(meta, "test")
     assert isinstance(xt, np.memmap) and np.array_equal(xt, splits["test"][0].numpy())
-    with pytest.raises(data_mod.DataMismatch, match="1x28x28"):
+    with pytest.raises(data_spec.DataMismatch, match="1x28x28"):
         write_mnist_idx(root)
-        data_mod.load_checkpoint_split({**meta, "data": {"name": "mnist", "path": root}}, "test")
+        data_spec.load_checkpoint_split({**meta, "data": {"name": "mnist", "path": root}}, "test")
 
 
 def test_fashion_mnist_from_debian_gz_files(tmp_path, monkeypatch):
@@ -129,7 +129,7 @@ def test_image_folder_with_and_without_test(tmp_path):
     # the checkpoint sees the very splits training carved
     meta = folder_meta(no_test, config={"val_size": 8, "test_fraction": 0.25})
     for split in ("train", "val", "test"):
-        x, y = data_mod.load_checkpoint_split(meta, split, root=str(tmp_path / "r"))
+        x, y = data_spec.load_checkpoint_split(meta, split, root=str(tmp_path / "r"))
         assert np.array_equal(x, s[split][0].numpy()) and np.array_equal(y, s[split][1].numpy()), split
 
 
@@ -147,7 +147,7 @@ def test_image_folder_errors(tmp_path):
     with open(victim, "wb") as f:
         f.write(b"not an image")
     with pytest.raises(DatasetError, match="cannot decode.*not an image format"):
-        data_mod.load_checkpoint_split(folder_meta(bad), "test", root=str(tmp_path / "r"))
+        data_spec.load_checkpoint_split(folder_meta(bad), "test", root=str(tmp_path / "r"))
     assert not [f for f in os.listdir(tmp_path / "r" / "cnnlib-cache") if f.endswith(".tmp")]
 
 
@@ -189,7 +189,7 @@ def test_any_image_size_matches_torchvision_resize_and_center_crop(tmp_path, res
     # a checkpoint with that preprocessing reads the same pixels
     meta = folder_meta(folder, classes=["a", "b"], shape=(3, side, side),
                        preprocessing=data_mod.preprocessing_for(resize, image_size))
-    x, y = data_mod.load_checkpoint_split(meta, "test", root=str(tmp_path / "r"))
+    x, y = data_spec.load_checkpoint_split(meta, "test", root=str(tmp_path / "r"))
     assert np.array_equal(x, s["test"][0].numpy()) and np.array_equal(y, s["test"][1].numpy())
 
 
@@ -207,9 +207,9 @@ def test_flat_class_folder_is_the_test_split(tmp_path, count_decodes):
     assert s["classes"] == sorted(CLASSES4)
     meta = folder_meta(flat, config={})
     count_decodes.clear()
-    x, y = data_mod.load_checkpoint_split(meta, "test", root=str(tmp_path / "r2"))
+    x, y = data_spec.load_checkpoint_split(meta, "test", root=str(tmp_path / "r2"))
     assert x.shape == (24, 3, 16, 16) and np.array_equal(x, s["test"][0].numpy()) and len(count_decodes) == 24
-    x, y = data_mod.load_checkpoint_split(meta, "train", root=str(tmp_path / "r2"))
+    x, y = data_spec.load_checkpoint_split(meta, "train", root=str(tmp_path / "r2"))
     assert x.shape == (0, 3, 16, 16) and y.shape == (0,) and y.dtype == np.int64
 
 
@@ -218,16 +218,16 @@ def test_flat_class_folder_is_the_test_split(tmp_path, count_decodes):
 def test_checkpoint_test_split_decodes_only_test_files(tmp_path, count_decodes):
     folder = write_image_folder(tmp_path / "d", n_train=96, n_test=32)
     meta = folder_meta(folder, config={"val_size": 16})
-    x, y = data_mod.load_checkpoint_split(meta, "test", root=str(tmp_path / "fresh"))
+    x, y = data_spec.load_checkpoint_split(meta, "test", root=str(tmp_path / "fresh"))
     assert x.shape == (32, 3, 16, 16) and y.dtype == np.int64 and y.shape == (32,)
     assert len(count_decodes) == 32 and all(os.sep + "test" + os.sep in p for p in count_decodes)
     count_decodes.clear()
-    again, _ = data_mod.load_checkpoint_split(meta, "test", root=str(tmp_path / "fresh"))
+    again, _ = data_spec.load_checkpoint_split(meta, "test", root=str(tmp_path / "fresh"))
     assert count_decodes == [] and np.array_equal(again, x)
     # train/ only: the carved test split decodes its own files, not the whole of train/
     carved = write_image_folder(tmp_path / "c", n_train=80, with_test=False)
     count_decodes.clear()
-    x, _ = data_mod.load_checkpoint_split(folder_meta(carved, config={"test_fraction": 0.25}), "test",
+    x, _ = data_spec.load_checkpoint_split(folder_meta(carved, config={"test_fraction": 0.25}), "test",
                                           root=str(tmp_path / "fresh"))
     assert len(x) == 20 and len(count_decodes) == 20
 
@@ -236,7 +236,7 @@ def test_cache_is_a_validated_memmap(tmp_path, count_decodes):
     folder = write_image_folder(tmp_path / "d", n_train=16, n_test=12)
     root = str(tmp_path / "r")
     meta = folder_meta(folder)
-    x, y = data_mod.load_checkpoint_split(meta, "test", root=root)
+    x, y = data_spec.load_checkpoint_split(meta, "test", root=root)
     assert y.dtype == np.int64 and y.shape == (12,)
     assert isinstance(x, np.memmap) and not x.flags.writeable and x.dtype == np.uint8
     first = np.array(x)
@@ -254,7 +254,7 @@ def test_cache_is_a_validated_memmap(tmp_path, count_decodes):
         else:
             os.remove(xfile[:-len(".x.npy")] + ".json")
         count_decodes.clear()
-        x, _ = data_mod.load_checkpoint_split(meta, "test", root=root)
+        x, _ = data_spec.load_checkpoint_split(meta, "test", root=root)
         assert len(count_decodes) == 12, damage  # detected and rebuilt, never used
         assert np.array_equal(x, first) and isinstance(x, np.memmap)
 
@@ -262,7 +262,7 @@ def test_cache_is_a_validated_memmap(tmp_path, count_decodes):
 def test_cache_streams_in_chunks_and_survives_a_read_only_root(tmp_path, monkeypatch):
     folder = write_image_folder(tmp_path / "d", n_train=8, n_test=20)
     meta = folder_meta(folder)
-    whole, _ = data_mod.load_checkpoint_split(meta, "test", root=str(tmp_path / "a"))
+    whole, _ = data_spec.load_checkpoint_split(meta, "test", root=str(tmp_path / "a"))
     monkeypatch.setattr(datacache, "CHUNK_BYTES", 3 * 16 * 16 * 3)  # three images per chunk
     blocks = []
     real = datacache.write_split
@@ -270,13 +270,13 @@ def test_cache_streams_in_chunks_and_survives_a_read_only_root(tmp_path, monkeyp
     def spy(root, key, shape, fill, y, classes):
         return real(root, key, shape, lambda a, b: blocks.append(b - a) or fill(a, b), y, classes)
     monkeypatch.setattr(datacache, "write_split", spy)
-    chunked, _ = data_mod.load_checkpoint_split(meta, "test", root=str(tmp_path / "b"))
+    chunked, _ = data_spec.load_checkpoint_split(meta, "test", root=str(tmp_path / "b"))
     assert blocks == [3, 3, 3, 3, 3, 3, 2] and np.array_equal(chunked, whole)
 
     def read_only(*a, **k):
         raise PermissionError(13, "Permission denied")
     monkeypatch.setattr(datacache, "write_split", read_only)
-    x, y = data_mod.load_checkpoint_split(meta, "test", root=str(tmp_path / "c"))
+    x, y = data_spec.load_checkpoint_split(meta, "test", root=str(tmp_path / "c"))
     assert not isinstance(x, np.memmap) and np.array_equal(x, whole) and len(y) == 20
 
 
@@ -285,46 +285,46 @@ def test_cache_streams_in_chunks_and_survives_a_read_only_root(tmp_path, monkeyp
 def test_checkpoint_data_spec(tmp_path, monkeypatch):
     folder = write_image_folder(tmp_path / "d", n_train=8, n_test=4)
     cfg = {"val_size": 16, "test_fraction": 0.25, "split_seed": 9, "data": folder}
-    spec = data_mod.checkpoint_data_spec(folder_meta(folder, config=cfg), root=str(tmp_path / "r"))
-    assert spec == data_mod.DataSpec(folder, str(tmp_path / "r"), 0, 16, 0.25, 16, 0)  # data.split_seed wins
+    spec = data_spec.checkpoint_data_spec(folder_meta(folder, config=cfg), root=str(tmp_path / "r"))
+    assert spec == data_spec.DataSpec(folder, str(tmp_path / "r"), 0, 16, 0.25, 16, 0)  # data.split_seed wins
     # an imported model: no config, so TrainConfig's defaults; preprocessing decides the image settings
     d = TrainConfig()
     bare = {"data": {"path": folder}, "classes": ["a"], "input_shape": [3, 224, 224],
             "preprocessing": {"resize": 256, "crop": 224}}
-    spec = data_mod.checkpoint_data_spec(bare)
+    spec = data_spec.checkpoint_data_spec(bare)
     assert (spec.split_seed, spec.val_size, spec.test_fraction, spec.image_size, spec.resize) == \
         (d.split_seed, d.val_size, d.test_fraction, 224, 256)
     assert spec.root == data_mod.resolve_root(None)
-    assert data_mod.checkpoint_data_spec({**bare, "input_shape": [3, 20, 30], "preprocessing": None}).image_size == 0
+    assert data_spec.checkpoint_data_spec({**bare, "input_shape": [3, 20, 30], "preprocessing": None}).image_size == 0
     # a relative path is relative to the repository root (checkpoints store .cache/cifar10-jpeg)
-    rel = data_mod.checkpoint_data_spec({**bare, "data": {"path": ".cache/no-such-copy"}})
+    rel = data_spec.checkpoint_data_spec({**bare, "data": {"path": ".cache/no-such-copy"}})
     assert rel.source == os.path.join(REPO, ".cache", "no-such-copy")
     # named datasets, overrides, and keys
-    named = data_mod.checkpoint_data_spec({"data": {"name": "mnist", "path": str(tmp_path)}, "classes": [],
+    named = data_spec.checkpoint_data_spec({"data": {"name": "mnist", "path": str(tmp_path)}, "classes": [],
                                            "input_shape": [1, 28, 28]})
     assert (named.source, named.root, named.image_size) == ("mnist", str(tmp_path), 0)
-    assert data_mod.checkpoint_data_spec(bare, override="CIFAR10").source == "cifar10"
-    assert data_mod.checkpoint_data_spec(bare, override=str(tmp_path)).key() != spec.key()
-    assert data_mod.checkpoint_data_spec(bare).key() == spec.key() and len(spec.key()) >= 8
+    assert data_spec.checkpoint_data_spec(bare, override="CIFAR10").source == "cifar10"
+    assert data_spec.checkpoint_data_spec(bare, override=str(tmp_path)).key() != spec.key()
+    assert data_spec.checkpoint_data_spec(bare).key() == spec.key() and len(spec.key()) >= 8
     # no dataset recorded: no silent cifar10
     with pytest.raises(DatasetError, match="does not record which dataset"):
-        data_mod.checkpoint_data_spec({"classes": ["a"], "input_shape": [3, 8, 8]})
-    assert data_mod.checkpoint_data_spec({"config": {"data": "mnist"}, "classes": [], "input_shape": [1, 28, 28]}
+        data_spec.checkpoint_data_spec({"classes": ["a"], "input_shape": [3, 8, 8]})
+    assert data_spec.checkpoint_data_spec({"config": {"data": "mnist"}, "classes": [], "input_shape": [1, 28, 28]}
                                          ).source == "mnist"
 
 
 def test_load_checkpoint_split_checks_classes_and_size(tmp_path):
     folder = write_image_folder(tmp_path / "d", n_train=8, n_test=4)
-    with pytest.raises(data_mod.DataMismatch, match="classes .*do not match"):
-        data_mod.load_checkpoint_split(folder_meta(folder, classes=["cat", "dog"]), "test", root=str(tmp_path / "r"))
+    with pytest.raises(data_spec.DataMismatch, match="classes .*do not match"):
+        data_spec.load_checkpoint_split(folder_meta(folder, classes=["cat", "dog"]), "test", root=str(tmp_path / "r"))
     # trained at the images' own size (config without image_size/resize): other sizes are other data
-    with pytest.raises(data_mod.DataMismatch, match="16x16 pixels.*32x32"):
-        data_mod.load_checkpoint_split(folder_meta(folder, shape=(3, 32, 32), config={}), "test",
+    with pytest.raises(data_spec.DataMismatch, match="16x16 pixels.*32x32"):
+        data_spec.load_checkpoint_split(folder_meta(folder, shape=(3, 32, 32), config={}), "test",
                                        root=str(tmp_path / "r"))
     with pytest.raises(DatasetError, match="unknown split"):
-        data_mod.load_checkpoint_split(folder_meta(folder), "holdout")
+        data_spec.load_checkpoint_split(folder_meta(folder), "holdout")
     # an imported model of another size: the images are fitted to it
-    x, _ = data_mod.load_checkpoint_split(folder_meta(folder, shape=(1, 32, 32)), "test", root=str(tmp_path / "r"))
+    x, _ = data_spec.load_checkpoint_split(folder_meta(folder, shape=(1, 32, 32)), "test", root=str(tmp_path / "r"))
     assert x.shape == (4, 1, 32, 32)
 
 
@@ -369,22 +369,22 @@ def test_missing_data_help_says_what_is_wrong(tmp_path, monkeypatch):
              big: "24x24 pixels, which does not match the checkpoint's 16x16",
              "mnist": "MNIST is not in " + str(tmp_path / "root")}
     for override, expect in cases.items():
-        msg = data_mod.missing_data_help(meta, DatasetError("x"), override=override)
+        msg = data_spec.missing_data_help(meta, DatasetError("x"), override=override)
         assert expect in msg and one_sentence(msg), (override, msg)
         assert "../shared" not in msg and "tar -x" not in msg
-    msg = data_mod.missing_data_help(meta, override="mnist")
+    msg = data_spec.missing_data_help(meta, override="mnist")
     assert "`python -m cnnlib train --data mnist` downloads it" in msg and "CNNLIB_DATA_ROOT" in msg
     # the checkpoint's own CIFAR-10 folder is gone: say so, and how to get CIFAR-10
     cifar = {**folder_meta(tmp_path / "gone"), "classes": data_mod.CIFAR10_CLASSES, "input_shape": [3, 32, 32]}
-    msg = data_mod.missing_data_help(cifar, DatasetError("x"))
+    msg = data_spec.missing_data_help(cifar, DatasetError("x"))
     assert "gone does not exist" in msg and "--data cifar10" in msg and "tar" not in msg and one_sentence(msg)
     archive = tmp_path / "cifar.tar.gz"
     archive.write_bytes(b"")
     monkeypatch.setattr(data_mod, "OFFLINE_CIFAR_ARCHIVE", str(archive))
-    msg = data_mod.missing_data_help(cifar, DatasetError("x"))
+    msg = data_spec.missing_data_help(cifar, DatasetError("x"))
     assert f"tar -xzf {archive}" in msg and one_sentence(msg)
     # no dataset recorded at all
-    msg = data_mod.missing_data_help({"classes": ["a"], "input_shape": [3, 8, 8]})
+    msg = data_spec.missing_data_help({"classes": ["a"], "input_shape": [3, 8, 8]})
     assert "does not record which dataset" in msg and one_sentence(msg)
 
 
@@ -392,15 +392,15 @@ def test_missing_fashion_mnist_help_depends_on_debian_package(tmp_path, monkeypa
     meta = {"data": {"name": "fashion-mnist", "path": str(tmp_path / "gone")}, "classes": [], "input_shape": [1, 28, 28]}
     monkeypatch.setenv("CNNLIB_DATA_ROOT", str(tmp_path / "root"))
     monkeypatch.setattr(data_mod, "DEBIAN_FASHION_MNIST", str(tmp_path / "not-installed"))
-    msg = data_mod.missing_data_help(meta, DatasetError("x"))
+    msg = data_spec.missing_data_help(meta, DatasetError("x"))
     assert "apt-get install dataset-fashion-mnist" in msg and one_sentence(msg)
     debian = tmp_path / "debian"
     write_mnist_idx(debian, folder=".", gz=True)
     monkeypatch.setattr(data_mod, "DEBIAN_FASHION_MNIST", str(debian / "raw"))
-    msg = data_mod.missing_data_help(meta, DatasetError("x"))
+    msg = data_spec.missing_data_help(meta, DatasetError("x"))
     assert "apt-get install dataset-fashion-mnist" not in msg and "installed" in msg and one_sentence(msg)
     os.remove(debian / "raw" / "t10k-labels-idx1-ubyte.gz")
-    msg = data_mod.missing_data_help(meta, DatasetError("x"))
+    msg = data_spec.missing_data_help(meta, DatasetError("x"))
     assert "lacks t10k-labels-idx1-ubyte" in msg and one_sentence(msg)
 
 
@@ -449,17 +449,17 @@ def test_checkpoint_classes_in_another_order_or_a_superset_are_mapped_by_name(tm
     write_image_folder(folder, n_train=0, n_test=24, classes=["blue", "green", "red"], size=16, with_test=True)
     base = {"input_shape": [3, 16, 16], "data": {"name": "colours", "path": str(folder / "test")},
             "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
-    x0, y0 = data_mod.load_checkpoint_split(dict(base, classes=["blue", "green", "red"]), root=str(tmp_path / "r"))
-    x1, y1 = data_mod.load_checkpoint_split(dict(base, classes=["red", "cat", "blue", "green"]),
+    x0, y0 = data_spec.load_checkpoint_split(dict(base, classes=["blue", "green", "red"]), root=str(tmp_path / "r"))
+    x1, y1 = data_spec.load_checkpoint_split(dict(base, classes=["red", "cat", "blue", "green"]),
                                             root=str(tmp_path / "r"))
     assert np.array_equal(np.asarray(x0), np.asarray(x1))
     assert np.array_equal(np.array(["blue", "green", "red"])[y0], np.array(["red", "cat", "blue", "green"])[y1])
     with pytest.raises(DatasetError, match="do not match"):
-        data_mod.load_checkpoint_split(dict(base, classes=["red", "blue"]), root=str(tmp_path / "r"))
+        data_spec.load_checkpoint_split(dict(base, classes=["red", "blue"]), root=str(tmp_path / "r"))
 
 
 def test_a_damaged_cache_is_reported_and_rebuilt(tmp_path, caplog):
-    from cnnlib import datacache
+    from cnnlib.data import cache as datacache
     x = np.random.default_rng(0).integers(0, 256, (50, 3, 8, 8), dtype=np.uint8)
     y = np.arange(50) % 2
     datacache.cached_split(str(tmp_path), "k", (3, 8, 8), lambda a, b: x[a:b], y, ["a", "b"])

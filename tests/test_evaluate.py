@@ -1,4 +1,4 @@
-"""cnnlib.evaluate: metrics against independent computations, stored predictions, queries and the CLI."""
+"""cnnlib.diagnose.evaluate: metrics against independent computations, stored predictions, queries and the CLI."""
 import json
 import sys
 import types
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import cnnlib
-from cnnlib import evaluate
-from cnnlib.checkpoint import save_checkpoint
+from cnnlib.diagnose import evaluate
+from cnnlib.io.checkpoint import save_checkpoint
 from cnnlib.errors import CNNLibError
 from modeltools import assert_unchanged, images, logits_of, make_model, snapshot
 
@@ -173,7 +173,7 @@ def test_evaluate_main_with_stored_predictions_needs_no_dataset(tmp_path, capsys
     def no_data(*a, **k):
         raise AssertionError("the dataset must not be loaded")
     fake = types.SimpleNamespace(load_checkpoint_split=no_data)
-    monkeypatch.setitem(sys.modules, "cnnlib.data", fake)
+    monkeypatch.setitem(sys.modules, "cnnlib.data.datasets", fake)
     monkeypatch.setattr(cnnlib, "data", fake, raising=False)
     assert evaluate.evaluate_main([path, "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
@@ -183,7 +183,7 @@ def test_evaluate_main_with_stored_predictions_needs_no_dataset(tmp_path, capsys
     text = capsys.readouterr().out
     assert "accuracy" in text and "confusion matrix" in text and "c3" in text
 
-    # --split val loads the data through cnnlib.data and recomputes
+    # --split val loads the data through cnnlib.data.datasets and recomputes
     calls = []
     fake.load_checkpoint_split = lambda meta, split, data, root: calls.append((split, data, root)) or (x, y)
     assert evaluate.evaluate_main([path, "--split", "val", "--json", "--data", "d", "--data-root", "r"]) == 0
@@ -197,7 +197,7 @@ def test_evaluate_main_with_stored_predictions_needs_no_dataset(tmp_path, capsys
 
 
 def test_inconsistent_stored_predictions_raise_cnnlib_error():
-    from cnnlib.evaluate import stored_predictions
+    from cnnlib.diagnose.evaluate import stored_predictions
     meta = {"classes": ["a", "b", "c"], "test_predictions": {
         "targets": torch.tensor([0, 1, 2], dtype=torch.int16), "preds": torch.tensor([0, 1, 1], dtype=torch.int16),
         "probs": torch.full((3, 2), 0.5, dtype=torch.float16)}}     # 2 columns for 3 classes

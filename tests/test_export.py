@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-
 from cnnlib.inference import load_model
 from cnnlib.modelops import Normalized
-from cnnlib.models import get_model
+from cnnlib.models.registry import get_model
 
 from conftest import write_image_folder
 from test_import import cli, randomize_bn
@@ -99,7 +98,7 @@ def test_torchscript_matches_torch(tmp_path, ckpt, batch_and_reference):
 
 
 def test_safetensors_round_trips_into_the_same_network(tmp_path, ckpt, batch_and_reference):
-    from cnnlib.weights import load_weights_into, read_safetensors
+    from cnnlib.models.weights import load_weights_into, read_safetensors
 
     x, ref, model = batch_and_reference
     out = tmp_path / "model.safetensors"

@@ -1,12 +1,11 @@
-"""cnnlib.faithfulness: a map that points at the pixels that decide the class deletes faster than a random one."""
+"""cnnlib.explain.faithfulness: a map that points at the pixels that decide the class deletes faster than a random one."""
 import numpy as np
 import pytest
 import torch
 from modeltools import assert_unchanged, images, make_model, snapshot
 from torch import nn
-
 from cnnlib.errors import CNNLibError
-from cnnlib.faithfulness import baseline_image, deletion_insertion, faithfulness_table
+from cnnlib.explain.faithfulness import baseline_image, deletion_insertion, faithfulness_table
 
 PATCH = (slice(2, 5), slice(2, 5))      # rows 2..4, columns 2..4 of an 8x8 image: the only evidence
 

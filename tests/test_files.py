@@ -1,4 +1,4 @@
-"""cnnlib.files: atomic writes. A full disk, a read-only folder or a crash midway leaves the previous file
+"""cnnlib.io.files: atomic writes. A full disk, a read-only folder or a crash midway leaves the previous file
 intact and says so in one sentence; two writers at once end with one good copy."""
 import errno
 import os
@@ -7,11 +7,10 @@ import threading
 import numpy as np
 import pytest
 import torch
-
 from cnnlib import CNNLibError
-from cnnlib import datacache
-from cnnlib.checkpoint import atomic_torch_save, safe_torch_load
-from cnnlib.files import WriteError, atomic_write
+from cnnlib.data import cache as datacache
+from cnnlib.io.checkpoint import atomic_torch_save, safe_torch_load
+from cnnlib.io.files import WriteError, atomic_write
 
 
 def test_a_full_disk_midway_keeps_the_previous_file(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import fuzzcases
-from cnnlib import checkpoint
+from cnnlib.io import checkpoint
 
 IMAGE_CASES = int(os.environ.get("CNNLIB_FUZZ_IMAGES", "300"))
 
@@ -49,7 +49,7 @@ def test_checkpoint_loading_survives_mutated_files(tiny_ckpt):
 
 def test_the_fuzzer_catches_a_planted_defect(monkeypatch):
     """Plant a bug (palette images raise a ValueError instead of ImageError): the oracle must report it."""
-    from cnnlib import images
+    from cnnlib.data import images
     real = images._flatten_mode
 
     def planted(im):

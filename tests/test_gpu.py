@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from cnnlib import attribution, evaluate, modelops
-from cnnlib import data as data_mod
-from cnnlib.checkpoint import load_checkpoint
+from cnnlib import modelops
+from cnnlib.explain import attribution
+from cnnlib.diagnose import evaluate
+from cnnlib.data import spec as data_spec
+from cnnlib.io.checkpoint import load_checkpoint
 from cnnlib.inference import load_model
 
 from conftest import train_tiny
@@ -24,7 +25,7 @@ def test_training_on_cuda_writes_a_checkpoint_that_reevaluates(tmp_path, image_f
     assert ckpt["precision"]["used"] in ("fp32", "bf16") and torch.cuda.get_device_name(0) in ckpt["device"]
     model = load_model(out, device="cuda")
     assert next(model.parameters()).is_cuda
-    x, y = data_mod.load_checkpoint_split(model.meta, "test", root=str(tmp_path / "data-root"))
+    x, y = data_spec.load_checkpoint_split(model.meta, "test", root=str(tmp_path / "data-root"))
     out_split = evaluate.run_split(model, x, y)
     agree = (out_split["preds"] == ckpt["test_predictions"]["preds"].long().numpy()).mean()
     assert agree > 0.95

@@ -1,4 +1,4 @@
-"""cnnlib.images: what real uploads look like (odd modes, EXIF, animation), what hostile files look like,
+"""cnnlib.data.images: what real uploads look like (odd modes, EXIF, animation), what hostile files look like,
 and fit_image's resize + centre crop against torchvision's transforms."""
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 import torch
 from modeltools import png_bytes, rgb
 from PIL import Image
-
 from cnnlib import ImageError
-from cnnlib.images import fit_image, load_image, to_model_input
+from cnnlib.data.images import fit_image, load_image, to_model_input
 from cnnlib.inference import load_model, predict
 
 

@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-
 from cnnlib.__main__ import main
-from cnnlib.checkpoint import load_checkpoint
-from cnnlib.data import load_dataset
+from cnnlib.io.checkpoint import load_checkpoint
+from cnnlib.data.datasets import load_dataset
 from cnnlib.inference import load_model, predict
-from cnnlib.models import get_model
-from cnnlib.zoo import IMAGENET_MEAN, IMAGENET_STD
+from cnnlib.models.registry import get_model
+from cnnlib.models.zoo import IMAGENET_MEAN, IMAGENET_STD
 
 from conftest import write_image_folder
 
@@ -255,11 +254,11 @@ def test_predict_on_a_weights_file_gives_the_import_command(tmp_path):
     assert len(err.strip().splitlines()) == 1
 
 
-# ----------------------------------------------------------------------------- cnnlib.weights directly
+# ----------------------------------------------------------------------------- cnnlib.models.weights directly
 
 def test_weights_forms_and_matching(tmp_path):
     from cnnlib import CheckpointError
-    from cnnlib.weights import infer_num_classes, load_weights_into, read_state_dict
+    from cnnlib.models.weights import infer_num_classes, load_weights_into, read_state_dict
 
     net = randomize_bn(TutorialCNN(num_classes=4))
     sd = net.state_dict()

@@ -1,13 +1,16 @@
-"""cnnlib.interpret: layer table, receptive fields, filters (and their history), feature maps,
+"""cnnlib.models.anatomy: layer table, receptive fields, filters (and their history), feature maps,
 hooks always removed, the model left as found, embeddings against an independent PCA."""
 import inspect
 
 import numpy as np
 import pytest
 import torch
-from cnnlib import attribution, evaluate, interpret, viz
+from cnnlib import viz
+from cnnlib.explain import attribution
+from cnnlib.diagnose import evaluate
+from cnnlib.models import anatomy as interpret
 from cnnlib.errors import CNNLibError
-from cnnlib.models import _MODELS, list_models
+from cnnlib.models.registry import _MODELS, list_models
 from modeltools import assert_unchanged, images, logits_of, make_model, normalized, snapshot
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")

@@ -1,4 +1,4 @@
-"""cnnlib.jobs: training in a background process for the dashboard. Settings are checked before anything starts;
+"""cnnlib.training.jobs: training in a background process for the dashboard. Settings are checked before anything starts;
 a run shows progress, refuses a second one, is found again from the files, cancels (SIGINT, no process left),
 resumes and finishes into a loadable checkpoint; two simultaneous starts give one run; a failed run says why in
 one sentence; killing the server (SIGKILL) takes the training process with it and leaves the resume state."""
@@ -14,9 +14,9 @@ import time
 import pytest
 
 from cnnlib import CNNLibError, DatasetError
-from cnnlib import jobs as jobs_mod
+from cnnlib.training import jobs as jobs_mod
 from cnnlib.inference import load_model
-from cnnlib.jobs import TrainingJobs
+from cnnlib.training.jobs import TrainingJobs
 
 from conftest import write_image_folder
 
@@ -203,7 +203,7 @@ def test_two_sessions_starting_at_once_get_one_run_and_a_failure_is_one_sentence
 
 SERVER = """
 import sys, time
-from cnnlib.jobs import TrainingJobs
+from cnnlib.training.jobs import TrainingJobs
 folder, data, root = sys.argv[1:4]
 job = TrainingJobs(folder, progress_interval=0).start("served", data=data, data_root=root, epochs=300,
                                                       model="simple_cnn", threads=1, batch_size=16, val_size=16,

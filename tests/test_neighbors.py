@@ -1,4 +1,4 @@
-"""cnnlib.neighbors: exact cosine neighbours, the on-disk index (memory-mapped, verified, rebuilt when bad)."""
+"""cnnlib.diagnose.neighbors: exact cosine neighbours, the on-disk index (memory-mapped, verified, rebuilt when bad)."""
 import json
 import os
 from pathlib import Path
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 from modeltools import assert_unchanged, images, make_model, snapshot
-
-from cnnlib import neighbors
+from cnnlib.diagnose import neighbors
 from cnnlib.errors import CNNLibError
 
 

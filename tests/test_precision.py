@@ -1,4 +1,4 @@
-"""cnnlib.precision: `--precision auto` picks the faster of fp32 / bf16 by measurement, caches the answer per
+"""cnnlib.training.precision: `--precision auto` picks the faster of fp32 / bf16 by measurement, caches the answer per
 machine / model / batch, survives a corrupt cache, and the checkpoint records the choice and why."""
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-
-from cnnlib import precision
-from cnnlib.checkpoint import load_checkpoint
+from cnnlib.training import precision
+from cnnlib.io.checkpoint import load_checkpoint
 from cnnlib.config import make_config
 
 from conftest import train_tiny

@@ -1,8 +1,7 @@
-"""cnnlib.projection: PCA / t-SNE / UMAP maps that separate clusters, cached on disk and verified."""
+"""cnnlib.diagnose.projection: PCA / t-SNE / UMAP maps that separate clusters, cached on disk and verified."""
 import numpy as np
 import pytest
-
-from cnnlib import projection
+from cnnlib.diagnose import projection
 from cnnlib.errors import CNNLibError
 from cnnlib.inference import load_model
 

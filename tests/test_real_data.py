@@ -9,10 +9,10 @@ import glob
 import os
 
 import pytest
-
-from cnnlib import data as data_mod
-from cnnlib.checkpoint import load_checkpoint
-from cnnlib.evaluate import run_split
+from cnnlib.data import datasets as data_mod
+from cnnlib.data import spec as data_spec
+from cnnlib.io.checkpoint import load_checkpoint
+from cnnlib.diagnose.evaluate import run_split
 from cnnlib.inference import load_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,7 @@ def shipped(dataset_names):
 
 def recomputed_accuracy(path, data, root):
     model = load_model(path)
-    x, y = data_mod.load_checkpoint_split(model.meta, "test", data=data, root=root)
+    x, y = data_spec.load_checkpoint_split(model.meta, "test", data=data, root=root)
     preds = run_split(model, x, y)
     stored = model.meta["test_predictions"]
     return (preds["preds"] == preds["targets"]).mean(), model.meta["metrics"]["test_acc"], len(y), len(stored["targets"])
@@ -69,7 +69,7 @@ def test_shipped_fashion_mnist_accuracy_is_true(path, tmp_path):
 @needs_cifar
 def test_one_epoch_on_cifar10_learns(tmp_path):
     from cnnlib.config import make_config
-    from cnnlib.train import run
+    from cnnlib.training.train import run
 
     ckpt = run(make_config("default", data=CIFAR_DIR, data_root=str(tmp_path / "cache"), epochs=1,
                            progress=False, out=str(tmp_path / "one_epoch.pt")))
@@ -79,7 +79,7 @@ def test_one_epoch_on_cifar10_learns(tmp_path):
 @needs_fashion
 def test_one_epoch_on_fashion_mnist_learns(tmp_path):
     from cnnlib.config import make_config
-    from cnnlib.train import run
+    from cnnlib.training.train import run
 
     ckpt = run(make_config("default", data="fashion-mnist", data_root=str(tmp_path / "root"), epochs=1,
                            flip=False, progress=False, out=str(tmp_path / "one_epoch.pt")))

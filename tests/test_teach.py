@@ -1,13 +1,13 @@
-"""cnnlib.teach: the image through every layer (layer_strip) and what the training loop sees
-(training_batch_steps, built from cnnlib.data.augment_batch itself)."""
+"""cnnlib.teach.strip: the image through every layer (layer_strip) and what the training loop sees
+(training_batch_steps, built from cnnlib.data.datasets.augment_batch itself)."""
 import numpy as np
 import pytest
 import torch
-from cnnlib import teach
+from cnnlib.teach import batch, strip
 from cnnlib.config import TrainConfig
-from cnnlib.data import augment_batch
+from cnnlib.data.datasets import augment_batch
 from cnnlib.errors import CNNLibError
-from cnnlib.interpret import feature_maps, list_layers
+from cnnlib.models.anatomy import feature_maps, list_layers
 from modeltools import assert_unchanged, images, logits_of, make_model, normalized, snapshot
 from test_teach_arithmetic import tv_resnet18
 
@@ -22,7 +22,7 @@ def test_layer_strip(which):
     size = model.meta["input_shape"][1]
     x01 = torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))
     snap = snapshot(model)
-    out = teach.layer_strip(model, x01, per_layer=3)
+    out = strip.layer_strip(model, x01, per_layer=3)
     assert_unchanged(model, snap)
     order = [r["name"] for r in list_layers(model)]
     names = [layer["layer"] for layer in out["layers"]]
@@ -47,13 +47,13 @@ def test_layer_strip(which):
     np.testing.assert_allclose(out["probs"].sum(), 1.0, rtol=1e-6)
     assert out["predicted"] == int(logits.argmax()) and out["classes"] == model.meta["classes"]
     with pytest.raises(CNNLibError):
-        teach.layer_strip(model, x01, per_layer=0)
+        strip.layer_strip(model, x01, per_layer=0)
 
 
 def test_layer_strip_on_a_shipped_checkpoint():
     from cnnlib.inference import load_model
     model = load_model("checkpoints/resnet9.pt", "cpu")
-    out = teach.layer_strip(model, torch.rand(3, 32, 32), per_layer=4, max_layers=6)
+    out = strip.layer_strip(model, torch.rand(3, 32, 32), per_layer=4, max_layers=6)
     assert len(out["layers"]) == 6 and out["layers"][0]["layer"] == "prep.relu"
     assert out["layers"][-1]["layer"] == "layer3.residual"
 
@@ -69,7 +69,7 @@ def meta_with(config):
                                     {}, {"augment": True, "crop_padding": 2, "flip": False}])
 def test_training_batch_steps_are_augment_batch(config):
     x = images(8, size=16, seed=2)
-    out = teach.training_batch_steps(meta_with(config), x, seed=7)
+    out = batch.training_batch_steps(meta_with(config), x, seed=7)
     cfg = TrainConfig()
     padding = config.get("crop_padding", cfg.crop_padding)
     flip = config.get("flip", cfg.flip)
@@ -96,25 +96,20 @@ def test_training_batch_steps_are_augment_batch(config):
     assert out["normalized"].dtype == np.float32
     np.testing.assert_allclose(out["mean"], [0.5, 0.4, 0.3])
     np.testing.assert_allclose(out["std"], [0.25, 0.2, 0.3])
-    again = teach.training_batch_steps(meta_with(config), x.numpy(), seed=7)      # numpy in, same answer
+    again = batch.training_batch_steps(meta_with(config), x.numpy(), seed=7)      # numpy in, same answer
     np.testing.assert_array_equal(again["flipped"], out["flipped"])
-    other = teach.training_batch_steps(meta_with(config), x, seed=8)
+    other = batch.training_batch_steps(meta_with(config), x, seed=8)
     assert not np.array_equal(other["flipped"], out["flipped"])
 
 
 def test_training_batch_without_augmentation():
     x = images(4, size=8)
-    out = teach.training_batch_steps(meta_with({"augment": False, "crop_padding": 4}), x, seed=0)
+    out = batch.training_batch_steps(meta_with({"augment": False, "crop_padding": 4}), x, seed=0)
     assert out["padding"] == 0 and not out["augment"] and not out["flip"].any()
     np.testing.assert_array_equal(out["cropped"], x.numpy())
     np.testing.assert_array_equal(out["flipped"], x.numpy())
     assert (out["offsets"] == 0).all()
     with pytest.raises(CNNLibError):
-        teach.training_batch_steps(meta_with({}), x.float(), seed=0)
+        batch.training_batch_steps(meta_with({}), x.float(), seed=0)
     with pytest.raises(CNNLibError):
-        teach.training_batch_steps({"config": {}}, x, seed=0)        # no normalization statistics
-
-
-def test_teach_exports():
-    for name in teach.__all__:
-        assert callable(getattr(teach, name)), name
+        batch.training_batch_steps({"config": {}}, x, seed=0)        # no normalization statistics

@@ -1,4 +1,4 @@
-"""cnnlib.arithmetic: one unit's conv -> BatchNorm -> activation -> pool written out reproduces what forward
+"""cnnlib.teach.arithmetic and cnnlib.teach.toy: one unit's conv -> BatchNorm -> activation -> pool written out reproduces what forward
 hooks see (rtol 1e-5), on simple_cnn, resnet9 and torchvision's resnet18; the head through softmax
 reproduces the model's logits and probabilities; conv sizes and the toy convolution match torch."""
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from cnnlib import arithmetic
+from cnnlib.teach import arithmetic, toy
 from cnnlib.errors import CNNLibError
 from cnnlib.inference import load_model
 from modeltools import MEAN, STD, assert_unchanged, logits_of, make_model, snapshot
@@ -244,18 +244,18 @@ def test_head_unit_names_for_a_spatial_flatten():
                                           (112, 3, 2, 1, 1)])
 def test_conv_output_size_matches_torch(size, k, s, p, d):
     out = F.conv2d(torch.zeros(1, 1, size, size), torch.zeros(1, 1, k, k), stride=s, padding=p, dilation=d)
-    assert arithmetic.conv_output_size(size, k, s, p, d) == out.shape[-1]
+    assert toy.conv_output_size(size, k, s, p, d) == out.shape[-1]
     with pytest.raises(CNNLibError):
-        arithmetic.conv_output_size(2, 5, 1, 0)
+        toy.conv_output_size(2, 5, 1, 0)
     with pytest.raises(CNNLibError):
-        arithmetic.conv_output_size(8, 3, 0, 1)
+        toy.conv_output_size(8, 3, 0, 1)
 
 
 @pytest.mark.parametrize("stride,padding,dilation", [(1, 0, 1), (2, 1, 1), (1, 2, 2)])
 def test_toy_convolution_matches_conv2d(stride, padding, dilation):
     g = torch.Generator().manual_seed(0)
     a, k = torch.randn(6, 7, generator=g, dtype=torch.float64), torch.randn(3, 3, generator=g, dtype=torch.float64)
-    out = arithmetic.toy_convolution(a.numpy(), k.numpy(), stride, padding, dilation)
+    out = toy.toy_convolution(a.numpy(), k.numpy(), stride, padding, dilation)
     ref = F.conv2d(a[None, None], k[None, None], stride=stride, padding=padding, dilation=dilation)[0, 0]
     np.testing.assert_allclose(out["output"], ref.numpy(), rtol=1e-12)
     assert out["padded"].shape == (6 + 2 * padding, 7 + 2 * padding)
@@ -267,4 +267,4 @@ def test_toy_convolution_matches_conv2d(stride, padding, dilation):
         assert all(ok == (padding <= r < padding + 6 and padding <= c < padding + 7)
                    for ok, (r, c) in zip(cell["in_image"], cell["indices"]))
     with pytest.raises(CNNLibError):
-        arithmetic.toy_convolution(np.zeros((2, 2)), np.zeros((3, 3)))
+        toy.toy_convolution(np.zeros((2, 2)), np.zeros((3, 3)))

@@ -1,13 +1,13 @@
-"""cnnlib.featurevis: the optimised image excites its channel more than the noise it started from and more
+"""cnnlib.explain.featurevis: the optimised image excites its channel more than the noise it started from and more
 than the mean test image; same seed, same image; top_activating agrees with a brute-force ranking."""
 import numpy as np
 import pytest
 import torch
-from cnnlib import featurevis
-from cnnlib.data import load_checkpoint_split
+from cnnlib.explain import featurevis
+from cnnlib.data.spec import load_checkpoint_split
 from cnnlib.errors import CNNLibError
 from cnnlib.inference import load_model
-from cnnlib.interpret import feature_maps
+from cnnlib.models.anatomy import feature_maps
 from modeltools import assert_unchanged, images, make_model, snapshot
 from test_teach_arithmetic import tv_resnet18
 

@@ -1,11 +1,11 @@
-"""cnnlib.sanity: the cascading model-randomisation test (Adebayo et al. 2018). On a trained tiny model the
+"""cnnlib.explain.sanity: the cascading model-randomisation test (Adebayo et al. 2018). On a trained tiny model the
 gradient methods' maps lose their structure once the weights are random (Spearman well below the trained
 map's 1.0); the given model is never touched; the rank statistics match scipy's."""
 import numpy as np
 import pytest
 import torch
-from cnnlib import sanity
-from cnnlib.data import load_checkpoint_split
+from cnnlib.explain import sanity
+from cnnlib.data.spec import load_checkpoint_split
 from cnnlib.errors import CNNLibError
 from cnnlib.inference import load_model
 from modeltools import assert_unchanged, make_model, snapshot

@@ -1,4 +1,4 @@
-"""cnnlib.train and cnnlib.config: one epoch learns, safe checkpoints, resume, crash during save, NaN guard, DDP,
+"""cnnlib.training.train and cnnlib.config: one epoch learns, safe checkpoints, resume, crash during save, NaN guard, DDP,
 recipes and flags, the recorded initialisation, fine-tuning from weights."""
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from cnnlib import TrainingError
-from cnnlib.models import get_model
-from cnnlib import data as data_mod
-from cnnlib import interpret, modelops
-from cnnlib import train as train_mod
-from cnnlib.checkpoint import load_checkpoint, save_checkpoint
+from cnnlib.models.registry import get_model
+from cnnlib.data import spec as data_spec
+from cnnlib import modelops
+from cnnlib.models import anatomy as interpret
+from cnnlib.training import train as train_mod
+from cnnlib.io.checkpoint import load_checkpoint, save_checkpoint
 from cnnlib.config import make_config
 from cnnlib.inference import load_model
 
@@ -50,7 +50,7 @@ def test_one_epoch_lowers_loss_and_writes_a_safe_checkpoint(tmp_path, image_fold
     # the stored predictions are those of the stored weights
     model = load_model(out)
     assert not model.training and model.meta["classes"] == ["blue", "gray", "green", "red"]
-    x, y = data_mod.load_checkpoint_split(model.meta, "test", root=str(tmp_path / "data-root"))
+    x, y = data_spec.load_checkpoint_split(model.meta, "test", root=str(tmp_path / "data-root"))
     preds = torch.from_numpy(modelops.probabilities(model, np.asarray(x)).argmax(1))
     agree = (preds == tp["preds"].long()).float().mean().item()
     assert agree > 0.95 and torch.equal(tp["targets"].long(), torch.from_numpy(y))
@@ -189,7 +189,7 @@ def test_ema_lookahead_whiten_alternate_flip_store_the_weights_that_score(tmp_pa
     assert [h["epoch"] for h in raw["history"]] == [1, 2, 3] and all(h["elapsed"] > 0 for h in raw["history"])
     # re-evaluating the stored (EMA) weights reproduces the stored predictions and accuracy
     model = load_model(out)
-    x, y = data_mod.load_checkpoint_split(model.meta, "test", root=str(tmp_path / "data-root"))
+    x, y = data_spec.load_checkpoint_split(model.meta, "test", root=str(tmp_path / "data-root"))
     preds = torch.from_numpy(modelops.probabilities(model, np.asarray(x)).argmax(1))
     assert (preds == raw["test_predictions"]["preds"].long()).float().mean().item() > 0.95
     acc = (preds == torch.from_numpy(y)).float().mean().item()
@@ -203,7 +203,7 @@ def test_ema_lookahead_whiten_alternate_flip_store_the_weights_that_score(tmp_pa
 
 
 def test_weight_ema_averages_parameters_and_batchnorm_statistics():
-    from cnnlib.optim import WeightEMA
+    from cnnlib.training.optim import WeightEMA
     torch.manual_seed(0)
     model = get_model("simple_cnn", num_classes=2, image_size=8)
     ema = WeightEMA(model, decay=0.5)
@@ -222,7 +222,7 @@ def test_weight_ema_averages_parameters_and_batchnorm_statistics():
 
 
 def test_lookahead_pulls_fast_weights_back_every_k_steps():
-    from cnnlib.optim import Lookahead
+    from cnnlib.training.optim import Lookahead
     model = torch.nn.Linear(2, 1)
     start = model.weight.detach().clone()
     la = Lookahead(model, k=2, alpha=0.5)
@@ -236,7 +236,7 @@ def test_lookahead_pulls_fast_weights_back_every_k_steps():
 
 
 def test_whiten_init_decorrelates_first_layer_responses():
-    from cnnlib.optim import whiten_init_
+    from cnnlib.training.optim import whiten_init_
     g = torch.Generator().manual_seed(0)
     base = torch.rand(64, 1, 16, 16, generator=g)
     x = (torch.cat([base, base * 0.9, base * 0.5 + 0.2], 1) * 255).to(torch.uint8)   # strongly correlated channels

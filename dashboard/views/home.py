@@ -1,5 +1,5 @@
 """Home: the checkpoint's summary card and where to go next. Everything here is read from the checkpoint
-without PyTorch (cnnlib.ckptmeta), so the first page is up while the server still warms the model; the
+without PyTorch (cnnlib.io.metadata), so the first page is up while the server still warms the model; the
 architecture table is on its own page."""
 import streamlit as st
 

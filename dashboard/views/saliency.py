@@ -1,4 +1,4 @@
-"""Attribution maps for any image: which pixels drove the prediction, by every method of cnnlib.attribution
+"""Attribution maps for any image: which pixels drove the prediction, by every method of cnnlib.explain.attribution
 (gradients, Captum's, occlusion and the CAM family: Grad-CAM++, Score-CAM, LayerCAM, EigenCAM, Finer-CAM)."""
 import plotly.graph_objects as go
 import streamlit as st

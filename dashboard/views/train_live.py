@@ -1,5 +1,5 @@
 """Train a model from the dashboard: a form with the settings a learner tunes, then live curves and progress of
-the background run (cnnlib.jobs), which keeps going while you browse other pages."""
+the background run (cnnlib.training.jobs), which keeps going while you browse other pages."""
 import frame
 import streamlit as st
 import teaching_jobs as tj
