@@ -28,8 +28,11 @@ def checkpoint_dir() -> Path:
 
 
 def list_checkpoints(folder: Path | None = None) -> list[Path]:
-    """*.pt / *.pth files in the checkpoint folder, most recently trained first (resume states left out).
-    A folder that is missing, not a folder or not readable gives [] (folder_problem() says why)."""
+    """*.pt / *.pth files in the checkpoint folder (resume states left out), in the order a newcomer should meet
+    them: finished training runs (a history and a test accuracy) first, then unfinished runs, then imported
+    models and unreadable files; most recently trained first within each group. So an imported model with
+    random or foreign weights never becomes the default over a trained one. A folder that is missing, not a
+    folder or not readable gives [] (folder_problem() says why)."""
     folder = folder or checkpoint_dir()
     try:
         with os.scandir(folder) as it:
@@ -43,11 +46,11 @@ def list_checkpoints(folder: Path | None = None) -> list[Path]:
         try:
             if p.is_file():
                 s = p.stat()
-                created = checkpoint_brief(str(p), s.st_mtime_ns, s.st_size).get("created", 0.0)
-                found.append((created or s.st_mtime, s.st_mtime, p))
+                brief = checkpoint_brief(str(p), s.st_mtime_ns, s.st_size)
+                found.append((brief.get("rank", 0), brief.get("created", 0.0) or s.st_mtime, s.st_mtime, p))
         except OSError:   # vanished while listing
             continue
-    return [p for _, _, p in sorted(found, key=lambda t: (t[0], t[1]), reverse=True)]
+    return [t[-1] for t in sorted(found, key=lambda t: t[:3], reverse=True)]
 
 
 def folder_problem(folder: Path | None = None) -> str | None:
@@ -79,8 +82,9 @@ def _meta(path: str) -> dict:
 
 
 def checkpoint_brief(path: str, mtime_ns: int, size: int) -> dict:
-    """When a checkpoint was trained (its own `created` time, which survives a git clone) and its class
-    names; {} for files that are not readable checkpoints (the picker lists them so choosing one says why).
+    """When a checkpoint was trained (its own `created` time, which survives a git clone), its class names and
+    its rank in the picker (2: a finished training run, 1: an unfinished one, 0: imported, no history); {} for
+    files that are not readable checkpoints (the picker lists them so choosing one says why).
     Read without PyTorch and cached by cnnlib.io.metadata (path, mtime, size)."""
     try:
         ckpt = _meta(path)
@@ -92,7 +96,9 @@ def checkpoint_brief(path: str, mtime_ns: int, size: int) -> dict:
         created = datetime.datetime.fromisoformat(str(ckpt.get("created", ""))).timestamp()
     except ValueError:
         created = 0.0
-    return {"created": created, "classes": list(ckpt["classes"])}
+    trained = bool(ckpt.get("history"))
+    finished = trained and (ckpt.get("metrics") or {}).get("test_acc") is not None
+    return {"created": created, "classes": list(ckpt["classes"]), "rank": 2 if finished else int(trained)}
 
 
 def same_dataset(choices: list[str], classes: list[str]) -> list[str]:
@@ -194,7 +200,7 @@ def upload_choice(sha: str, name: str) -> str:
 
 
 def checkpoint_choices() -> list[str]:
-    """Everything the picker offers: files newest first, then this session's uploads."""
+    """Everything the picker offers: files (list_checkpoints' order), then this session's uploads."""
     return [str(p) for p in list_checkpoints()] + [upload_choice(sha, n) for sha, (n, _) in uploads().items()]
 
 

@@ -72,12 +72,28 @@ def _import_help() -> None:
                    "to show for it.")
 
 
+# The checkpoint picker and Data folder above the page list, the upload and import help below it: Streamlit
+# always draws st.navigation's list first, and its 20 pages pushed the picker below a 900-px window's fold.
+# The sidebar's own blocks become flex items of one column (display: contents) so `order` can place them.
+_ORDER_CSS = """<style>
+[data-testid="stSidebarContent"] { display: flex; flex-direction: column; }
+[data-testid="stSidebarContent"] > * { flex-shrink: 0; }
+[data-testid="stSidebarUserContent"], [data-testid="stSidebarUserContent"] > div,
+[data-testid="stSidebarUserContent"] > div > [data-testid="stVerticalBlock"] { display: contents; }
+[data-testid="stSidebarHeader"] { order: 0; }
+[data-testid="stLayoutWrapper"]:has(> .st-key-side_top) { order: 1; padding: 0.25rem 0 1rem; }
+[data-testid="stSidebarNav"] { order: 2; }
+[data-testid="stLayoutWrapper"]:has(> .st-key-side_bottom) { order: 3; padding: 1.5rem 0 6rem; }
+</style>"""
+
+
 def draw(load_model: bool = True) -> tuple[Ctx | None, str | None]:
     """Draw the sidebar; returns (ctx, None) or (None, the one sentence saying why no checkpoint is open).
 
     The checkpoint is read without PyTorch (cnnlib.io.metadata); `load_model` also loads its network now (every
     page but Home), so weights that do not fit their architecture are named here, in the sidebar."""
-    top, bottom = st.sidebar.container(), st.sidebar.container()
+    st.sidebar.html(_ORDER_CSS)
+    top, bottom = st.sidebar.container(key="side_top"), st.sidebar.container(key="side_bottom")
     with bottom:
         upload_error = _upload_box()
         if upload_error:
@@ -93,7 +109,8 @@ def draw(load_model: bool = True) -> tuple[Ctx | None, str | None]:
             folder_problem = checkpoints.folder_problem()
         if choices:
             st.selectbox("Checkpoint", choices, format_func=checkpoints.choice_label,
-                         help=f"Newest first, from {checkpoints.checkpoint_dir()} "
+                         help=f"Trained models first (newest first), then imported ones, from "
+                              f"{checkpoints.checkpoint_dir()} "
                               f"(set {checkpoints.CHECKPOINTS_ENV} to look elsewhere).",
                          **ui.kept("side_ckpt", choices[0], choices))
         if folder_problem:

@@ -146,6 +146,24 @@ def test_checkpoint_choice_and_widgets_persist_across_pages(lens_checkpoints):
     assert widget(at, "side_ckpt").value == lens_checkpoints["tiny"]
 
 
+def test_default_checkpoint_is_a_trained_one_not_the_newest_import(lens_checkpoints, imported_ckpt, tmp_path,
+                                                                   monkeypatch):
+    """Issue 18 (5): an imported model written after the trained ones became every visitor's default."""
+    import shutil
+    shutil.copy(lens_checkpoints["tiny"], tmp_path / "tiny.pt")
+    ckpt = torch.load(imported_ckpt["path"], weights_only=True)
+    ckpt["created"] = "2099-01-01T00:00:00+00:00"                # imported long after tiny.pt was trained
+    torch.save(ckpt, tmp_path / "imported.pt")
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path))
+    at = app()
+    picker = widget(at, "side_ckpt")
+    assert picker.value == str(tmp_path / "tiny.pt")
+    assert picker.options == [checkpoints.choice_label(str(tmp_path / n)) for n in ("tiny.pt", "imported.pt")]
+    widget(at, "side_ckpt").set_value(str(tmp_path / "imported.pt")).run()
+    go(at, "Evaluation")                                            # the user's own choice stays
+    assert widget(at, "side_ckpt").value == str(tmp_path / "imported.pt")
+
+
 def test_import_your_own_model_help():
     at = app()
     assert checkpoints.IMPORT_COMMAND in [c.value for c in at.code]
