@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
 from machine import machine  # noqa: E402
-from walk_pages import REPO, chromium_page, serve  # noqa: E402
+from pagedriver import REPO, chromium_page, serve  # noqa: E402
 
 FLOOR_APP = 'import streamlit as st\nst.title("Floor")\nst.write("one line")\n'
 

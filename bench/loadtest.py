@@ -40,21 +40,16 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("CNNLENS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
-VIEWPORT = {"width": 1400, "height": 900}
+sys.path[:0] = [str(Path(__file__).resolve().parent)]
+from pagedriver import CHROMIUM, CHROMIUM_ARGS, REPO, VIEWPORT, stop_server  # noqa: E402,F401 - the one page driver
+from pagedriver import start_server as _start  # noqa: E402
 METHODS = ("Saliency", "Grad-CAM", "Input × Gradient")
 PER_SESSION_MB = 40.0
 MODEL_FACTOR = 3.0
@@ -67,46 +62,9 @@ PAGES = {"Training": ("Training", ".st-key-train_curves .main-svg"),
 
 # ----------------------------------------------------------------------------- the server
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(checkpoints: str, log: Path) -> tuple[subprocess.Popen, str]:
-    """`streamlit run dashboard/Home.py` on a free loopback port; returns (process, url) once healthy."""
-    port = free_port()
-    env = {**os.environ, "CNNLENS_CHECKPOINTS": checkpoints, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "Home.py"),
-           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-           "--server.maxUploadSize", "50"]
-    out = open(log, "w")
-    proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return proc, url
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(proc)
-            raise RuntimeError(f"streamlit did not become healthy in 90 s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def start_server(checkpoints: str, log: Path):
+    """`streamlit run dashboard/Home.py` on a free loopback port (uploads up to 50 MB); (process, url) once healthy."""
+    return _start(checkpoints, log, extra=("--server.maxUploadSize", "50"))
 
 
 def _children(pid: int) -> list[int]:

@@ -23,26 +23,17 @@ What it does, in one run:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "dashboard"), str(Path(__file__).resolve().parent)]
 
-from loadtest import stop_server  # noqa: E402
-
-CHROMIUM = os.environ.get("CNNLENS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-VIEWPORT = {"width": 1400, "height": 900}
+from pagedriver import CHROMIUM, SERVER_PIDS, chromium_page, serve  # noqa: E402,F401 - the one page driver
 PAGE_TIMEOUT_MS = int(float(os.environ.get("CNNLENS_WALK_TIMEOUT_S", "300")) * 1000)   # one page at 224 px on 2 cores, all it computes
 # the element each page shows when it has done its job (None: the title and a finished script are enough)
 READY = {"Architecture": ".st-key-arch_rf .main-svg", "Evaluation": ".st-key-eval_cm .nsewdrag",
@@ -95,43 +86,6 @@ def import_checkpoint(weights: Path, model: str, data: Path, out: Path, root: Pa
     if r.returncode:
         raise SystemExit(f"import of {model} failed:\n{r.stdout[-1500:]}{r.stderr[-1500:]}")
     return time.perf_counter() - t0
-
-
-# ----------------------------------------------------------------------------- server
-
-SERVER_PIDS: list[int] = []        # the servers serve() started (the newest last), for memory sampling
-
-
-@contextlib.contextmanager
-def serve(checkpoint_dir: Path, data_root: Path | None, log: Path, script: Path = REPO / "dashboard" / "Home.py"):
-    """`streamlit run dashboard/Home.py` (or `script`) on a free loopback port; yields its URL once healthy."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "CNNLENS_CHECKPOINTS": str(checkpoint_dir), "PYTHONUNBUFFERED": "1"}
-    if data_root is not None:
-        env["CNNLIB_DATA_ROOT"] = str(data_root)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless",
-           "true", "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats",
-           "false", "--server.fileWatcherType", "none"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    SERVER_PIDS.append(proc.pid)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit not healthy after 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        stop_server(proc)
 
 
 # ----------------------------------------------------------------------------- the walk
@@ -199,23 +153,6 @@ def walk(url: str, checkpoint_names: list[str], out: Path, upload: Path | None =
                     log(f"  {ck:<34} {e.title:<24} FAILED (screenshot FAILED_{Path(ck).stem}_{e.url}.png)")
                     raise
     return rows
-
-
-@contextlib.contextmanager
-def chromium_page():
-    """A page of a fresh headless Chromium (empty profile, 1400 x 900); the profile is removed afterwards."""
-    from playwright.sync_api import sync_playwright
-    profile = tempfile.mkdtemp(prefix="cnnlens-chromium-")
-    try:
-        with sync_playwright() as p:
-            ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
-                                                       args=CHROMIUM_ARGS, viewport=VIEWPORT)
-            try:
-                yield ctx.pages[0] if ctx.pages else ctx.new_page()
-            finally:
-                ctx.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _view(page, ck: str, e, out: Path, upload: Path | None, log) -> dict:

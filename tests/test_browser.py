@@ -12,41 +12,28 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import build_lens_checkpoints
+from conftest import bench_module, build_lens_checkpoints
 from test_dashboard_support import one_true_sentence
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parent.parent
+driver = bench_module("pagedriver")          # the one page-driving module (bench/pagedriver.py)
+wait_ready, nav_link, settle, no_exception, in_viewport = (driver.wait_ready, driver.nav_link, driver.settle,
+                                                           driver.no_exception, driver.in_viewport)
+REPO = driver.REPO
 ARTIFACTS = REPO / "artifacts" / "browser"
-CHROMIUM = os.environ.get("CNNLENS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
-VIEWPORT = {"width": 1400, "height": 900}
+VIEWPORT = driver.VIEWPORT
 PAGES = [("Architecture", "Architecture"), ("Training", "Training"), ("Evaluation", "Evaluation"), ("Errors", "Errors"), ("Filters", "Filters"),
          ("Feature_maps", "Feature maps"), ("Saliency", "Saliency"), ("Embeddings", "Embeddings")]
 # the issue's targets (CPU, 2 cores, simple_cnn); the test fails only far beyond them (shared CI machines)
 FIRST_TARGET_S, PAGE_TARGET_S, HARD_FACTOR = 5.0, 2.0, 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -68,38 +55,16 @@ def lens_checkpoints(tiny_ckpt, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(lens_checkpoints, tmp_path_factory):
     """`streamlit run dashboard/Home.py` on a free port; yields (url, seconds until healthy)."""
-    port = free_port()
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
-    env = {**os.environ, "CNNLENS_CHECKPOINTS": lens_checkpoints["dir"], "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "Home.py"),
-           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     t0 = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=str(REPO), env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not become healthy in 60 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        proc, url = driver.start_server(lens_checkpoints["dir"], log)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
         yield url, time.perf_counter() - t0
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        driver.stop_server(proc)
         server_log = log.read_text()
         if "Traceback" in server_log:
             print("server log:\n" + server_log[-4000:])
@@ -107,79 +72,16 @@ def server(lens_checkpoints, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser_page():
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's `chromium` package (CI does), "
-                    "or skip this test with --no-browser / CNNLENS_SKIP_BROWSER=1")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the Python package playwright is missing (pip install playwright); "
-                    "or skip this test with --no-browser / CNNLENS_SKIP_BROWSER=1")
-    profile = tempfile.mkdtemp(prefix="cnnlens-chromium-")
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
-                                                   args=CHROMIUM_ARGS, viewport=VIEWPORT)   # profile: an empty user-data-dir
-        try:
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            page.set_default_timeout(60_000)
-            yield page
-        finally:
-            ctx.close()
-            shutil.rmtree(profile, ignore_errors=True)
-
-
-def wait_ready(page, title: str, extra: str | None = None, timeout: float = 60_000) -> None:
-    """The page's title is shown, the script has finished and (optionally) a key element is visible."""
-    page.locator("h1", has_text=title).first.wait_for(state="visible", timeout=timeout)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
-    if extra:
-        page.locator(extra).first.wait_for(state="visible", timeout=timeout)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
-
-
-def nav_link(page, path: str):
-    """The sidebar's link to a page; "View more" first when the navigation is collapsed (many pages)."""
-    link = page.locator(f'[data-testid="stSidebarNav"] a[href$="/{path}"]').first
-    if not link.is_visible():
-        more = page.locator('[data-testid="stSidebarNavViewButton"]')
-        if more.count():
-            more.first.click()
-    return link
-
-
-def settle(page) -> None:
-    """Wait until a rerun started by an interaction has finished."""
-    page.wait_for_timeout(300)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=60_000)
-
-
-def no_exception(page, where: str) -> None:
-    boxes = page.locator('[data-testid="stException"]')
-    assert boxes.count() == 0, f"{where}: exception box shown: {boxes.first.inner_text()[:500]}"
+    problem = driver.chromium_problem()
+    if problem:
+        pytest.fail(problem)
+    with driver.chromium_page() as page:
+        yield page
 
 
 def shot(page, name: str, full: bool = False) -> None:
     """A 1400×900 screenshot of what the user sees now (full=True: the whole internally scrolling page)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    if not full:
-        page.wait_for_timeout(400)
-        page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-        return
-    height = page.evaluate("() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
-                           " return m ? m.scrollHeight : 900 }")
-    page.set_viewport_size({"width": 1400, "height": int(min(max(900, height + 40), 8000))})
-    page.wait_for_timeout(400)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
-    page.set_viewport_size(VIEWPORT)
-
-
-def in_viewport(page, selector: str) -> dict:
-    """The element's bounding box relative to the viewport, and whether all of it is inside."""
-    return page.evaluate("""(sel) => { const r = document.querySelector(sel).getBoundingClientRect();
-        return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, height: r.height,
-                inside: r.top >= -2 && r.left >= -2 && r.bottom <= window.innerHeight + 2   // 2 px: sub-pixel rounding
-                        && r.right <= window.innerWidth + 2}; }""",
-                         selector)
+    driver.screenshot(page, ARTIFACTS / f"{name}.png", full=full)
 
 
 def sidebar_error(page) -> str:

@@ -3,10 +3,13 @@
     spec = checkpoint_data_spec(meta, override="")     # DataSpec: source, data root, split seed, sizes
     x, y = load_checkpoint_split(meta, "test")          # numpy; decodes only that split, never downloads
     folder_split(spec, "test")                          # [(file, label)] in the same order
+    skipped_files(meta, "test")                         # the split's files skipped as unreadable
     missing_data_help(meta, error, override)            # ONE sentence for the dashboard
 
 A checkpoint records its dataset (a torchvision name or an ImageFolder path) and its split seed; the user may
 type another folder (`override`). A folder with other classes or another image size raises DataMismatch.
+Files that cannot be decoded are skipped (cnnlib.data.cache): folder_split leaves them out too, so its
+files stay aligned with the rows of load_checkpoint_split.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 
 from cnnlib.config import DATA_ROOT_ENV, TrainConfig
-from cnnlib.data.cache import first_file, folder_layout, preprocessing_for
+from cnnlib.data.cache import first_size, folder_layout, preprocessing_for, unreadable
 from cnnlib.data.cache import classes_of as _classes
 from cnnlib.data.cache import decode_files as _decode
 from cnnlib.data.cache import scan as _scan
@@ -31,7 +34,7 @@ from cnnlib.data.datasets import (CIFAR10_CLASSES, FASHION_FILES, NAMED, SPLITS,
 from cnnlib.errors import DatasetError
 
 __all__ = ["DataMismatch", "DataSpec", "checkpoint_data_spec", "folder_split", "load_checkpoint_split",
-           "missing_data_help"]
+           "missing_data_help", "skipped_files"]
 
 class DataMismatch(DatasetError):
     """The data are there, but not the checkpoint's: other classes or another image size."""
@@ -144,9 +147,7 @@ def _check_folder(spec: DataSpec, meta: dict) -> tuple[dict, list[str]]:
     cfg = TrainConfig.from_dict(meta.get("config") or {})
     if meta.get("config") is not None and not meta.get("preprocessing") and not cfg.image_size and not cfg.resize:
         # trained at the images' own size (that of the first training image): another size is other data
-        from PIL import Image
-        with Image.open(first_file(first)) as im:
-            size = im.size
+        size = first_size(first)
         _, h, w = meta["input_shape"]
         if size != (w, h):
             raise DataMismatch(f"the images in {spec.source} are {size[0]}x{size[1]} pixels, which does not match "
@@ -157,7 +158,31 @@ def _check_folder(spec: DataSpec, meta: dict) -> tuple[dict, list[str]]:
 def folder_split(spec: DataSpec, split: str, layout: dict | None = None) -> list[tuple[str, int]] | None:
     """(file, label) of an ImageFolder split in the order load_checkpoint_split returns it: test/ when the
     folder has one, else the test split carved from train/ with the split seed; val and train are the
-    validation split and the rest of train/ (after carving). None: a flat folder has no train or val."""
+    validation split and the rest of train/ (after carving). Files that cannot be decoded are left out, as
+    load_checkpoint_split skips them. None: a flat folder has no train or val."""
+    samples = _all_files(spec, split, layout)
+    if samples is None:
+        return None
+    bad = set(unreadable([p for p, _ in samples]))
+    return [s for s in samples if s[0] not in bad] if bad else samples
+
+
+def skipped_files(meta: dict, split: str = "test", data: str | None = None, root: str | None = None) -> list[str]:
+    """The files of a checkpoint's ImageFolder split that load_checkpoint_split skips because they cannot be
+    decoded (damaged, not images), in order; [] for a named dataset or when the folder cannot be read."""
+    try:
+        spec = checkpoint_data_spec(meta, data or "", root)
+        if spec.source in NAMED:
+            return []
+        samples = _all_files(spec, split)
+    except DatasetError:
+        return []
+    return unreadable([p for p, _ in samples or []])
+
+
+def _all_files(spec: DataSpec, split: str, layout: dict | None = None) -> list[tuple[str, int]] | None:
+    """folder_split's (file, label) list with the unreadable files still in: the split is carved over every
+    file, so that a damaged file changes no other image's split."""
     layout = layout or folder_layout(spec.source)
     if split == "test" and layout["test"]:
         return _scan(layout["test"])[1]
@@ -196,7 +221,7 @@ def load_checkpoint_split(meta: dict, split: str = "test", data: str | None = No
             x, y = x[idx], y[idx]
     else:
         layout, classes = _check_folder(spec, meta)
-        samples = folder_split(spec, split, layout)
+        samples = _all_files(spec, split, layout)    # decoding skips the unreadable ones
         if samples is None:
             return _empty(shape)   # a flat folder is all test: no train or val images
         x, y = _decode(samples, shape, preprocessing_for(spec.resize, spec.image_size), spec.root, classes)
