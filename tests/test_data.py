@@ -146,9 +146,15 @@ def test_image_folder_errors(tmp_path):
     victim = os.path.join(bad, "test", "red", min(os.listdir(os.path.join(bad, "test", "red"))))
     with open(victim, "wb") as f:
         f.write(b"not an image")
-    with pytest.raises(DatasetError, match="cannot decode.*not an image format"):
-        data_spec.load_checkpoint_split(folder_meta(bad), "test", root=str(tmp_path / "r"))
+    x, y = data_spec.load_checkpoint_split(folder_meta(bad), "test", root=str(tmp_path / "r"))
+    assert len(x) == len(y) == 3                                        # skipped, not fatal (issue 18)
     assert not [f for f in os.listdir(tmp_path / "r" / "cnnlib-cache") if f.endswith(".tmp")]
+    (tmp_path / "allbad" / "test" / "red").mkdir(parents=True)        # nothing decodable at all: one sentence
+    for name in ("a.jpg", "b.png"):
+        (tmp_path / "allbad" / "test" / "red" / name).write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="none of the 2 image files in .* can be decoded"):
+        data_spec.load_checkpoint_split(folder_meta(tmp_path / "allbad", classes=["red"]), "test",
+                                        root=str(tmp_path / "r"))
 
 
 def smooth_image(w, h, channels, seed):
@@ -267,8 +273,8 @@ def test_cache_streams_in_chunks_and_survives_a_read_only_root(tmp_path, monkeyp
     blocks = []
     real = datacache.write_split
 
-    def spy(root, key, shape, fill, y, classes):
-        return real(root, key, shape, lambda a, b: blocks.append(b - a) or fill(a, b), y, classes)
+    def spy(root, key, shape, fill, y, classes, extra=None):
+        return real(root, key, shape, lambda a, b: blocks.append(b - a) or fill(a, b), y, classes, extra)
     monkeypatch.setattr(datacache, "write_split", spy)
     chunked, _ = data_spec.load_checkpoint_split(meta, "test", root=str(tmp_path / "b"))
     assert blocks == [3, 3, 3, 3, 3, 3, 2] and np.array_equal(chunked, whole)

@@ -2,8 +2,9 @@
 
     <data root>/cnnlib-cache/<key>.x.npy   uint8 (N, C, H, W): the pixels, read with np.load(mmap_mode=...)
     <data root>/cnnlib-cache/<key>.y.npy   int64 (N,): the labels
-    <data root>/cnnlib-cache/<key>.json    {"version", "n", "shape": [C, H, W], "classes", "crc": {file: checksum}}:
-                                           written last, so a header means both arrays were complete
+    <data root>/cnnlib-cache/<key>.json    {"version", "n", "shape": [C, H, W], "classes", "crc": {file: checksum},
+                                            "skipped": [unreadable files]}: written last, so a header means
+                                           both arrays were complete
 
 `key` names the content (a dataset split, or a hash of the files and the preprocessing), so two processes
 that build the same key write the same bytes. Writing streams one chunk (about CHUNK_BYTES) at a time
@@ -15,7 +16,10 @@ so opening a 7.5 GB cache stays fast): a short or corrupt cache is reported on t
 rebuilt, never used. A read-only data root decodes into memory instead.
 
 Also here: ImageFolder trees (layout, scan in torchvision's order, decoding any image size through
-cnnlib.data.images.load_image -> fit_image -> to_uint8_chw into the cache).
+cnnlib.data.images.load_image -> fit_image -> to_uint8_chw into the cache). A file that cannot be decoded
+(not an image, truncated) is skipped, never fatal: the arrays hold the other files in order, the header
+lists the skipped ones, `unreadable(paths)` says which of a list are skipped, and `skipped_sentence` says so
+in one line (decode_files logs it on the "cnnlib" logger, which the CLI prints).
 """
 from __future__ import annotations
 
@@ -141,51 +145,88 @@ def chunks(n: int, shape) -> list[tuple[int, int]]:
     return [(a, min(n, a + step)) for a in range(0, n, step)]
 
 
-def write_split(root: str, key: str, shape, fill, y: np.ndarray, classes: list[str]) -> None:
-    """Stream `fill(start, stop) -> uint8 (stop - start, C, H, W)` into the cache entry `key`.
+def _block(out, a: int, b: int, shape) -> tuple[np.ndarray, np.ndarray]:
+    """fill's answer as (pixels, keep): fill returns uint8 (b - a, C, H, W), or (pixels of the kept rows,
+    keep bool (b - a,)) when some rows could not be decoded."""
+    block, keep = out if isinstance(out, tuple) else (out, np.ones(b - a, bool))
+    keep = np.asarray(keep, bool)
+    if keep.shape != (b - a,) or block.shape != (int(keep.sum()), *shape) or block.dtype != np.uint8:
+        raise ValueError(f"decoded block {block.shape} {block.dtype}, expected {(int(keep.sum()), *shape)} uint8")
+    return block, keep
+
+
+def _npy_header(f, n: int, shape) -> None:
+    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                             "fortran_order": False, "shape": (n, *shape)})
+
+
+def write_split(root: str, key: str, shape, fill, y: np.ndarray, classes: list[str], extra=None) -> None:
+    """Stream `fill(start, stop)` (see _block: all rows, or the decodable ones and a keep mask) into the
+    cache entry `key`; `extra()` -> dict adds keys to the header once every block is written.
 
     Raises OSError when the data root is not writable (the caller then decodes into memory)."""
     shape, n = tuple(int(s) for s in shape), len(y)
     os.makedirs(cache_dir(root), exist_ok=True)
     base = _base(root, key)
     _remove_stale(base)
+    keep = np.ones(n, bool)
 
     def pixels(f):
-        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-                                                 "fortran_order": False, "shape": (n, *shape)})
+        _npy_header(f, n, shape)
+        end = f.tell()
         for a, b in chunks(n, shape):
-            block = fill(a, b)
-            if block.shape != (b - a, *shape) or block.dtype != np.uint8:
-                raise ValueError(f"decoded block {block.shape} {block.dtype}, expected {(b - a, *shape)} uint8")
+            block, keep[a:b] = _block(fill(a, b), a, b, shape)
             f.write(np.ascontiguousarray(block).data)
+        if not keep.all():              # rows were skipped: the header says how many were written
+            f.seek(0)
+            _npy_header(f, int(keep.sum()), shape)   # same length: numpy pads the header for a growing axis
+            if f.tell() != end:
+                raise ValueError("the .npy header changed length")
+            f.seek(0, os.SEEK_END)
 
     if n:
         atomic_write(base + ".x.npy", pixels)
-    atomic_write(base + ".y.npy", lambda f: np.save(f, np.asarray(y, np.int64)))
+    y = np.asarray(y, np.int64)[keep]
+    atomic_write(base + ".y.npy", lambda f: np.save(f, y))
     crc = {suffix: sampled_crc(base + suffix) for suffix in ((".x.npy", ".y.npy") if n else (".y.npy",))}
-    head = {"version": CACHE_VERSION, "n": n, "shape": list(shape), "classes": list(classes), "crc": crc}
+    head = {"version": CACHE_VERSION, "n": len(y), "shape": list(shape), "classes": list(classes), "crc": crc,
+            **(extra() if extra else {})}
     atomic_write(base + ".json", lambda f: f.write(json.dumps(head).encode()))
 
 
+def read_header(root: str, key: str) -> dict:
+    """The JSON header of cache entry `key` ({} when missing or unreadable)."""
+    try:
+        with open(_base(root, key) + ".json", encoding="utf-8") as f:
+            head = json.load(f)
+        return head if isinstance(head, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def cached_split(root: str, key: str, shape, fill, y: np.ndarray, classes: list[str],
-                 mode: str = "r") -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) of cache entry `key`, building it with `fill` first when it is missing or invalid.
+                 mode: str = "r", extra=None) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of cache entry `key`, building it with `fill` (and `extra`, see write_split) first when it
+    is missing or invalid; rows that fill skips are in neither.
 
     x is a memmap (mode as in read_split), or an in-memory array when the data root is read-only."""
     hit = read_split(root, key, mode)
     if hit is not None:
         return hit[0], hit[1]
     try:
-        write_split(root, key, shape, fill, y, classes)
+        write_split(root, key, shape, fill, y, classes, extra)
         hit = read_split(root, key, mode)
         if hit is not None:
             return hit[0], hit[1]
     except OSError:
         pass  # read-only or full data root: go on without the cache
-    x = np.empty((len(y), *shape), np.uint8)          # (N, C, H, W) in memory
+    shape = tuple(int(s) for s in shape)
+    x, keep, done = np.empty((len(y), *shape), np.uint8), np.ones(len(y), bool), 0   # (N, C, H, W) in memory
     for a, b in chunks(len(y), shape):
-        x[a:b] = fill(a, b)
-    return x, np.asarray(y, np.int64)
+        block, keep[a:b] = _block(fill(a, b), a, b, shape)
+        x[done:done + len(block)] = block
+        done += len(block)
+    return (x if done == len(y) else x[:done].copy()), np.asarray(y, np.int64)[keep]
 
 
 def preprocessing_for(resize: int, image_size: int) -> dict:
@@ -220,14 +261,46 @@ def classes_of(folder: str) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir())   # torchvision's find_classes
 
 
-def first_file(folder: str) -> str:
-    """The first image of scan(folder), without walking the other classes."""
+def _files(folder: str):
+    """The image files of `folder` in scan's order, lazily (without walking the other classes first)."""
     for cls in classes_of(folder):
         for top, _, names in sorted(os.walk(os.path.join(folder, cls), followlinks=True)):
-            for n in sorted(names):
-                if n.lower().endswith(IMAGE_EXTENSIONS):
-                    return os.path.join(top, n)
+            yield from (os.path.join(top, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def first_file(folder: str) -> str:
+    """The first image of scan(folder), without walking the other classes."""
+    for path in _files(folder):
+        return path
     raise DatasetError(f"{folder} holds no images (file types: {' '.join(IMAGE_EXTENSIONS)})")
+
+
+def first_size(folder: str) -> tuple[int, int]:
+    """(width, height) of the first file of scan(folder) that Pillow can identify (read from its header, not
+    decoded); files that are not images are passed over. Raises DatasetError when there is none."""
+    from PIL import Image
+    for path in _files(folder):
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+    return first_image(folder).size          # raises the DatasetError that says why
+
+
+def first_image(folder: str):
+    """The first decodable image of scan(folder) (a PIL image in RGB or L); unreadable files are passed over.
+    Raises DatasetError when the folder holds no image that can be decoded."""
+    seen = 0
+    for path in _files(folder):
+        seen += 1
+        try:
+            return images.load_image(path)
+        except ImageError:
+            continue
+    if not seen:
+        raise DatasetError(f"{folder} holds no images (file types: {' '.join(IMAGE_EXTENSIONS)})")
+    raise DatasetError(f"none of the {seen} image files in {folder} can be decoded (all are damaged or not images)")
 
 
 def scan(folder: str) -> tuple[list[str], list[tuple[str, int]]]:
@@ -241,8 +314,51 @@ def scan(folder: str) -> tuple[list[str], list[tuple[str, int]]]:
     return classes, samples
 
 
+_READABLE: dict[str, tuple[int, int, bool]] = {}   # path -> (size, mtime_ns, decodable), as decoding found it
+
+
+def _learn(samples, stats, bad) -> None:
+    for (p, _), s in zip(samples, stats):
+        _READABLE[p] = (s.st_size, s.st_mtime_ns, p not in bad)
+
+
+def unreadable(paths) -> list[str]:
+    """Those of `paths` (in order) that decode_files skips because they cannot be decoded: as decoding found
+    them in this process (or the cache header said), else by decoding them now."""
+    out = []
+    for p in paths:
+        try:
+            s = os.stat(p)
+        except OSError:
+            out.append(p)
+            continue
+        known = _READABLE.get(p)
+        if known is None or known[:2] != (s.st_size, s.st_mtime_ns):
+            try:
+                images.load_image(p)
+                known = (s.st_size, s.st_mtime_ns, True)
+            except ImageError:
+                known = (s.st_size, s.st_mtime_ns, False)
+            _READABLE[p] = known
+        if not known[2]:
+            out.append(p)
+    return out
+
+
+def skipped_sentence(paths, first: int = 3) -> str:
+    """'Skipped 2 unreadable images: cat/notes.jpg, dog/bad.jpg.' (the first few, as <class>/<file>)."""
+    paths = list(paths)
+    names = [os.path.join(os.path.basename(os.path.dirname(p)), os.path.basename(p)) for p in paths[:first]]
+    more = f" and {len(paths) - first} more" if len(paths) > first else ""
+    return (f"Skipped {len(paths)} unreadable image{'s' if len(paths) != 1 else ''} (damaged or not images): "
+            f"{', '.join(names)}{more}.")
+
+
 def decode_files(samples, shape, pre: dict, root: str, classes: list[str], mode: str = "r"):
-    """Decode the files of `samples` to (x uint8 (N, C, H, W), y int64 (N,)) through the cache."""
+    """Decode the files of `samples` to (x uint8 (N, C, H, W), y int64 (N,)) through the cache.
+
+    Files that cannot be decoded are skipped (N counts the others, in order): the cache header lists them,
+    unreadable() knows them, and one line says so on the "cnnlib" logger."""
     stats = [os.stat(p) for p, _ in samples]
     h = hashlib.sha1(repr((CACHE_VERSION, tuple(shape), sorted(pre.items()), classes)).encode())
     h.update(repr([(p, s.st_size, s.st_mtime_ns, k) for (p, k), s in zip(samples, stats)]).encode())
@@ -250,25 +366,42 @@ def decode_files(samples, shape, pre: dict, root: str, classes: list[str], mode:
     # small files (CIFAR's 1 kB JPEGs) decode faster in one thread; large ones release the GIL in Pillow
     workers = min(4, os.cpu_count() or 1) if sum(s.st_size for s in stats) > 20_000 * len(stats) else 1
 
+    bad: set[str] = set()
+
     def one(path):
         try:
             return images.to_uint8_chw(images.fit_image(images.load_image(path), shape, pre))   # (C, H, W)
-        except ImageError as e:
-            raise DatasetError(f"cannot decode a dataset image: {e}") from None
+        except ImageError:
+            bad.add(path)
+            return None
 
     def fill(a, b):
         files = [p for p, _ in samples[a:b]]
         if workers == 1:
-            return np.stack([one(p) for p in files])
-        with ThreadPoolExecutor(workers) as pool:
-            return np.stack(list(pool.map(one, files, chunksize=16)))
+            arrays = [one(p) for p in files]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                arrays = list(pool.map(one, files, chunksize=16))
+        good = [a for a in arrays if a is not None]
+        return (np.stack(good) if good else np.empty((0, *shape), np.uint8)), np.array([a is not None for a in arrays])
 
-    return cached_split(root, f"folder-{h.hexdigest()[:20]}", shape, fill, y, classes, mode)
+    key = f"folder-{h.hexdigest()[:20]}"
+    skipped = lambda: {"skipped": [p for p, _ in samples if p in bad]}   # noqa: E731 - in the scan's order
+    x, y = cached_split(root, key, shape, fill, y, classes, mode, skipped)
+    if not bad:                                                          # a cache hit: the header knows
+        bad = set(read_header(root, key).get("skipped") or [])
+    _learn(samples, stats, bad)
+    if samples and len(bad) == len(samples):
+        raise DatasetError(f"none of the {len(samples)} image files in "
+                           f"{os.path.commonpath([p for p, _ in samples])} can be decoded (all are damaged or not images)")
+    if bad:
+        log.warning(skipped_sentence([p for p, _ in samples if p in bad]))
+    return x, y
 
 
-def first_shape(path: str, resize: int, image_size: int) -> tuple[int, int, int]:
-    """[C, H, W] of a folder's data: channels of its first image, size from the settings or that image."""
-    im = images.load_image(path)
+def first_shape(folder: str, resize: int, image_size: int) -> tuple[int, int, int]:
+    """[C, H, W] of a folder's data: channels of its first decodable image, size from the settings or that image."""
+    im = first_image(folder)
     c = 1 if im.mode == "L" else 3
     side = image_size or resize
     return (c, side, side) if side else (c, im.size[1], im.size[0])

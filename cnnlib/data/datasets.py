@@ -24,6 +24,7 @@ from cnnlib.data.cache import CACHE_VERSION, cached_split, folder_layout, prepro
 from cnnlib.data.cache import decode_files as _decode
 from cnnlib.data.cache import first_shape as _first_shape
 from cnnlib.data.cache import scan as _scan
+from cnnlib.data.cache import unreadable as _unreadable
 from cnnlib.errors import DatasetError
 
 __all__ = ["NAMED", "OFFLINE_CIFAR_ARCHIVE", "augment_batch", "channel_stats", "load_dataset",
@@ -193,6 +194,7 @@ def load_dataset(data: str | None = None, root: str | None = None, val_size: int
         name, path, pre = key, root, {}
         x, y, classes = _named_split(key, root, "train", download, "c")
         x_test, y_test, _ = _named_split(key, root, "test", download, "c")
+        rows = np.arange(len(y))
     elif os.path.isdir(data):
         name, path = os.path.basename(os.path.normpath(data)), data
         layout = folder_layout(data)
@@ -201,28 +203,41 @@ def load_dataset(data: str | None = None, root: str | None = None, val_size: int
             raise DatasetError(f"{layout['test']} has the classes {_short(scans['test'][0])}, but "
                                f"{layout['train']} has {_short(scans['train'][0])}")
         classes = scans.get("train", scans.get("test"))[0]
-        shape = _first_shape(scans.get("train", scans.get("test"))[1][0][0], resize, image_size)
+        shape = _first_shape(layout["train"] or layout["test"], resize, image_size)
         if not resize and not image_size and shape[1] == shape[2]:
             image_size = shape[1]   # a square first image: its side, so a checkpoint's input_shape says the same
         pre = preprocessing_for(resize, image_size)
         x, y = (_decode(scans["train"][1], shape, pre, root, classes, "c") if layout["train"] else _empty(shape))
+        rows = _rows(scans["train"][1]) if layout["train"] else np.arange(0)
         if layout["test"]:
             x_test, y_test = _decode(scans["test"][1], shape, pre, root, classes, "c")
         else:  # train/ only: carve a test split, then validation from the rest
-            test_idx, rest = (i.numpy() for i in _carve(len(y), test_fraction, split_seed))
-            x_test, y_test, x, y = x[test_idx], y[test_idx], x[rest], y[rest]
+            test_idx, rest = (i.numpy() for i in _carve(len(rows), test_fraction, split_seed))
+            test_rows, rows = rows[test_idx], rows[rest]
+            test_rows = test_rows[test_rows >= 0]
+            x_test, y_test = x[test_rows], y[test_rows]
     else:
         raise DatasetError(f"--data {data!r} is neither a known dataset ({', '.join(NAMED)}) nor an existing "
                            f"folder: pass one of those names (with network access `--data cifar10` downloads "
                            f"CIFAR-10 into the data root, --data-root DIR or ${DATA_ROOT_ENV}) or the path of an "
                            f"ImageFolder tree (train/<class>/*.jpg, optional test/<class>/*)")
-    val_idx, train_idx = (i.numpy() for i in _val(len(y), val_size, split_seed))
+    # carved over every file (unreadable ones included, as cnnlib.data.spec.folder_split does), then mapped to
+    # the decoded rows; -1: a skipped file
+    val_idx, train_idx = (rows[i.numpy()] for i in _val(len(rows), val_size, split_seed))
+    val_idx, train_idx = val_idx[val_idx >= 0], train_idx[train_idx >= 0]
     t = torch.from_numpy
     out = {"train": (t(x[train_idx]), t(y[train_idx])), "val": (t(x[val_idx]), t(y[val_idx])),
            "test": (t(x_test), t(np.asarray(y_test))), "classes": list(classes), "name": name, "path": path,
            "split_seed": split_seed, "preprocessing": pre}
     out["sizes"] = {s: len(out[s][1]) for s in SPLITS}
     return out
+
+
+def _rows(samples) -> np.ndarray:
+    """For each file of `samples`, its row in the decoded arrays (-1: skipped as unreadable)."""
+    bad = set(_unreadable([p for p, _ in samples]))
+    keep = np.array([p not in bad for p, _ in samples], bool)
+    return np.where(keep, np.cumsum(keep) - 1, -1)
 
 
 # ----------------------------------------------------------------------------- statistics and augmentation

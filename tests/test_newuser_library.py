@@ -1,0 +1,119 @@
+"""What a new user tripped over (issue 18), the library side: unreadable images in a data folder are skipped
+everywhere (library, CLI, dashboard) and said once; the other defects' page logic is tested with AppTest."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlib.data import cache as datacache
+from cnnlib.data import datasets as data_mod
+from cnnlib.data import spec as data_spec
+
+from conftest import CLASSES4, write_image_folder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SORTED4 = sorted(CLASSES4)
+
+
+def spoil(folder: str, split: str = "test") -> list[str]:
+    """Add a text file named .jpg and a truncated JPEG to `split`; returns their paths."""
+    cls = os.path.join(folder, split, SORTED4[0])
+    notes = os.path.join(cls, "0-notes.jpg")          # sorts first: the first file of the folder
+    with open(notes, "w") as f:
+        f.write("not an image\n")
+    good = np.random.default_rng(3).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    whole = os.path.join(cls, "00001whole.jpg")
+    Image.fromarray(good).save(whole, quality=90)
+    with open(whole, "rb") as f:
+        data = f.read()
+    cut = os.path.join(os.path.join(folder, split, SORTED4[1]), "zz-cut.jpg")
+    with open(cut, "wb") as f:
+        f.write(data[: len(data) // 2])
+    os.remove(whole)
+    return [notes, cut]
+
+
+def meta_for(folder: str, shape=(3, 16, 16)) -> dict:
+    return {"data": {"name": "d", "path": folder, "split_seed": 0}, "classes": SORTED4, "input_shape": list(shape),
+            "config": {}}
+
+
+def test_unreadable_images_are_skipped_and_labels_stay_aligned(tmp_path, caplog):
+    folder = write_image_folder(tmp_path / "d", n_train=16, n_test=24)
+    bad = spoil(folder)
+    meta = meta_for(folder)
+    with caplog.at_level(logging.WARNING, logger="cnnlib"):
+        x, y = data_spec.load_checkpoint_split(meta, "test", root=str(tmp_path / "root"))
+    assert len(x) == len(y) == 24                               # the 24 good images, the 2 bad ones skipped
+    assert "Skipped 2 unreadable images" in caplog.text and "0-notes.jpg" in caplog.text
+    spec = data_spec.checkpoint_data_spec(meta, root=str(tmp_path / "root"))
+    files = data_spec.folder_split(spec, "test")
+    assert len(files) == 24 and not set(bad) & {p for p, _ in files}
+    for i in (0, 7, 23):                                        # file i is row i: same pixels, same label
+        ref = np.asarray(Image.open(files[i][0]).convert("RGB")).transpose(2, 0, 1)
+        assert np.array_equal(np.asarray(x[i]), ref) and y[i] == files[i][1]
+    assert data_spec.skipped_files(meta, "test", root=str(tmp_path / "root")) == bad
+    # a second read comes from the cache, whose header remembers what was skipped (a fresh process knows too)
+    datacache._READABLE.clear()
+    x2, y2 = data_spec.load_checkpoint_split(meta, "test", root=str(tmp_path / "root"))
+    assert np.array_equal(np.asarray(x2), np.asarray(x)) and np.array_equal(y2, y)
+    assert data_spec.skipped_files(meta, "test", root=str(tmp_path / "root")) == bad
+
+
+def test_unreadable_images_in_training_folder_and_first_file(tmp_path):
+    folder = write_image_folder(tmp_path / "d", n_train=40, n_test=8, with_test=False)
+    bad = spoil(folder, "train")                                # the folder's very first file is a text file
+    splits = data_mod.load_dataset(folder, str(tmp_path / "root"), val_size=4, split_seed=0, test_fraction=0.25)
+    assert sum(splits["sizes"].values()) == 40
+    meta = dict(meta_for(folder), config={"split_seed": 0, "val_size": 4, "test_fraction": 0.25})
+    for split in ("train", "val", "test"):                      # training's split == the checkpoint's split
+        x, y = data_spec.load_checkpoint_split(meta, split, root=str(tmp_path / "root"))
+        assert np.array_equal(np.asarray(x), splits[split][0].numpy()) and np.array_equal(y, splits[split][1].numpy())
+        files = data_spec.folder_split(data_spec.checkpoint_data_spec(meta, root=str(tmp_path / "root")), split)
+        assert len(files) == len(y) and not set(bad) & {p for p, _ in files}
+
+
+def test_size_check_passes_over_an_unreadable_first_file(tmp_path):
+    folder = write_image_folder(tmp_path / "d", n_train=8, n_test=8)
+    spoil(folder, "train")
+    meta = dict(meta_for(folder), config={"epochs": 1})       # trained at the images' own size: size checked
+    x, _ = data_spec.load_checkpoint_split(meta, "test", root=str(tmp_path / "root"))
+    assert x.shape[1:] == (3, 16, 16)
+    assert "Something" not in data_spec.missing_data_help(meta)   # no exception on the way to the sentence
+
+
+def test_one_percent_unreadable_and_a_read_only_root(tmp_path, monkeypatch):
+    folder = write_image_folder(tmp_path / "d", n_train=8, n_test=200)
+    victim = sorted(os.listdir(os.path.join(folder, "test", SORTED4[2])))[3]
+    with open(os.path.join(folder, "test", SORTED4[2], victim), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n broken")                    # 1 of 200 (0.5%) damaged in place
+    monkeypatch.setattr(datacache, "write_split", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "no")))
+    x, y = data_spec.load_checkpoint_split(meta_for(folder), "test", root=str(tmp_path / "root"))
+    assert len(x) == len(y) == 199 and not isinstance(x, np.memmap)
+
+
+def test_cli_evaluate_and_train_say_what_was_skipped(tmp_path, tiny_ckpt):
+    folder = write_image_folder(tmp_path / "d", n_train=32, n_test=16)
+    spoil(folder)
+    env = {**os.environ, "CNNLIB_DATA_ROOT": str(tmp_path / "root")}
+    run = subprocess.run([sys.executable, "-m", "cnnlib", "evaluate", tiny_ckpt, "--data", folder, "--recompute"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr and "Skipped 2 unreadable images" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "cnnlib", "train", "--data", folder, "--epochs", "1",
+                          "--out", str(tmp_path / "t.pt"), "--val-size", "4"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr and "Skipped 2 unreadable images" in run.stderr
+
+
+def test_skipped_sentence_names_the_first_few():
+    paths = [f"/d/test/cat/{i}.jpg" for i in range(5)]
+    line = datacache.skipped_sentence(paths)
+    assert line.startswith("Skipped 5 unreadable images") and "cat/0.jpg" in line and "and 2 more" in line
