@@ -6,8 +6,9 @@ when it is not one), its metadata read without PyTorch, atomic writes, and the i
     metadata    read_meta, read_checkpoint, model_meta: the torch-free reader (restricted unpickler)
     files       atomic_write (temporary file, fsync, rename), WriteError
     importer    import_weights (`cnnlib import`), import_hint, read_classes
+    onnx_model  is_onnx, read_onnx, prepare_graph, onnx_network: .onnx files in (onnx2torch; the "onnx" family)
     export      export_checkpoint (`cnnlib export`: ONNX, TorchScript, safetensors), export_onnx, model_card
 
 Tests: tests/test_checkpoint.py, tests/test_ckptmeta.py, tests/test_files.py, tests/test_import.py,
-tests/test_export.py, tests/test_fuzz.py.
+tests/test_export.py, tests/test_fuzz.py, tests/test_import_onnx.py.
 """

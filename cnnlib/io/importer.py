@@ -2,11 +2,15 @@
 
     python -m cnnlib import best_model.pth --model simple_cnn --data cifar10 --out checkpoints/tutorial.pt
     python -m cnnlib import resnet.safetensors --model torchvision/resnet18 --data photos/ --out checkpoints/photos.pt
+    python -m cnnlib import model.onnx --data photos/ --classes classes.txt --out checkpoints/model.pt
 
     ckpt = import_weights("best_model.pth", "simple_cnn", "cifar10", out="checkpoints/tutorial.pt")
 
 The weights are read without running code (cnnlib.models.weights) and fitted by name, else by position and
-shape. Everything else a checkpoint holds is derived, in this order of preference:
+shape. An .onnx file brings its own architecture (no --model): it is converted with onnx2torch and kept as
+the model family "onnx" (cnnlib.io.onnx_model); its input size and class count come from the graph, its
+normalization is none (mean 0, std 1) unless --mean / --std say otherwise, and its stored test probabilities
+are float32. Everything else a checkpoint holds is derived, in this order of preference:
 
     classes        --classes FILE (one per line, the model's output order), else the data's class folders
     image size     --image-size, else the family's crop (224 for torchvision/ and timm/), else for
@@ -28,6 +32,8 @@ import torch
 
 from cnnlib.io.checkpoint import safe_torch_load, save_checkpoint
 from cnnlib.errors import CheckpointError, CNNLibError, DatasetError
+from cnnlib.io.onnx_model import is_onnx
+from cnnlib.models.onnx_graph import ONNX_FAMILY
 from cnnlib.models.registry import default_preprocessing, get_model
 from cnnlib.models.weights import (find_state_dict, infer_num_classes, is_safetensors, match_state_dict, read_safetensors,
                       read_state_dict)
@@ -94,12 +100,17 @@ def import_weights(weights: str, model: str, data: str, out: str | None = None, 
                    num_classes: int | None = None, data_root: str | None = None, batch_size: int | None = None,
                    download: bool = True, log=print) -> dict:
     """Build the checkpoint dict (see the module docstring); write it to `out` when given."""
-    from cnnlib.data.datasets import NAMED, channel_stats, load_dataset
-    from cnnlib.diagnose.evaluate import run_split
+    from cnnlib.data.datasets import channel_stats
 
     source = os.path.basename(str(weights))
     if out and os.path.exists(weights) and os.path.abspath(out) == os.path.abspath(weights):
         raise CNNLibError(f"--out {out} would overwrite the weights file itself; pick another path")
+    if is_onnx(weights):
+        return _import_onnx(weights, model, data, out, image_size, resize, mean, std, classes, num_classes,
+                            data_root, batch_size, download, log)
+    if not model:
+        raise CNNLibError(f"{source} holds weights only: name its architecture with --model (simple_cnn, "
+                          "resnet9, torchvision/<name> or timm/<name>)")
     sd = read_state_dict(weights)                                  # hostile / broken files stop here
     family = default_preprocessing(model)                          # unknown model names stop here
     ordered = not (isinstance(weights, (str, os.PathLike)) and is_safetensors(weights))
@@ -123,25 +134,8 @@ def import_weights(weights: str, model: str, data: str, out: str | None = None, 
     # fit the weights before decoding any data: a wrong file fails in a second, not after a long decode
     guess = (int(convs[0].shape[1]) if convs else 3, image_size or 32)
     early = fitted_model(model, sd, k, *guess, ordered)
-    splits = load_dataset(data, data_root, image_size=image_size, resize=resize, download=download)
-    x, y = splits["test"]
-    if x is None or len(x) == 0:
-        raise DatasetError(f"{data} has no test images to measure the imported model on")
+    splits, x, y, names = _data(data, data_root, image_size, resize, download, classes, k)
     c, h, w = (int(s) for s in x.shape[1:])
-
-    # classes: the file's order is the model's output order; the data's labels follow it by name
-    data_classes = list(splits["classes"])
-    names = (read_classes(classes) if isinstance(classes, (str, os.PathLike)) else list(classes)) if classes else data_classes
-    if len(names) != k:
-        where = f"the class list {classes}" if classes else f"{splits['name']} ({len(names)} class folders)"
-        raise CNNLibError(f"the weights have {k} outputs but {where} names {len(names)} classes "
-                          f"({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}); pass --classes FILE "
-                          f"with {k} names, one per line, in the order the model was trained with")
-    if names != data_classes:
-        unknown = [n for n in data_classes if n not in names]
-        if unknown:
-            raise CNNLibError(f"the data's classes {', '.join(unknown[:5])} are not in the class list {classes}")
-        y = torch.tensor([names.index(n) for n in data_classes], dtype=torch.int64)[y]
 
     # the network, with the file's weights (at the data's real channels and size)
     net, kwargs, how = early if (c, h) == guess else fitted_model(model, sd, k, c, h, ordered)
@@ -156,6 +150,43 @@ def import_weights(weights: str, model: str, data: str, out: str | None = None, 
         m0, s0 = channel_stats(xs)
         mean, std = (m0 if mean is None else mean), (s0 if std is None else std)
     norm = {"mean": _stats(mean, c, "mean"), "std": _stats(std, c, "std")}
+    log(f"{source}: {len(sd)} tensors fitted {model} by {how}; {c}x{h}x{w} input, {k} classes, "
+        f"normalization mean {[round(v, 3) for v in norm['mean']]} std {[round(v, 3) for v in norm['std']]}")
+    return _measure(net, model, kwargs, how, splits, x, y, names, norm, data, data_root, image_size, resize,
+                    source, out, batch_size, log)
+
+
+def _data(data, data_root, image_size, resize, download, classes, k):
+    """(splits, test x, test y in the model's class order, class names) or the one sentence why not."""
+    from cnnlib.data.datasets import load_dataset
+
+    splits = load_dataset(data, data_root, image_size=image_size, resize=resize, download=download)
+    x, y = splits["test"]
+    if x is None or len(x) == 0:
+        raise DatasetError(f"{data} has no test images to measure the imported model on")
+    # classes: the file's order is the model's output order; the data's labels follow it by name
+    data_classes = list(splits["classes"])
+    names = (read_classes(classes) if isinstance(classes, (str, os.PathLike)) else list(classes)) if classes else data_classes
+    if len(names) != k:
+        where = f"the class list {classes}" if classes else f"{splits['name']} ({len(names)} class folders)"
+        raise CNNLibError(f"the weights have {k} outputs but {where} names {len(names)} classes "
+                          f"({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}); pass --classes FILE "
+                          f"with {k} names, one per line, in the order the model was trained with")
+    if names != data_classes:
+        unknown = [n for n in data_classes if n not in names]
+        if unknown:
+            raise CNNLibError(f"the data's classes {', '.join(unknown[:5])} are not in the class list {classes}")
+        y = torch.tensor([names.index(n) for n in data_classes], dtype=torch.int64)[y]
+    return splits, x, y, names
+
+
+def _measure(net, model, kwargs, how, splits, x, y, names, norm, data, data_root, image_size, resize, source,
+             out, batch_size, log, probs_dtype=torch.float16) -> dict:
+    """The checkpoint of a fitted network: test split run, metrics, predictions; written to `out` when given."""
+    from cnnlib.data.datasets import NAMED
+    from cnnlib.diagnose.evaluate import run_split
+
+    c, h, w = (int(s) for s in x.shape[1:])
     # what the data loader did to ImageFolder images (torchvision's Resize + CenterCrop); named datasets
     # keep their own size, and an upload is resized straight to input_shape
     folder = str(data).lower() not in NAMED
@@ -178,18 +209,52 @@ def import_weights(weights: str, model: str, data: str, out: str | None = None, 
         "metrics": {"val_acc": None, "test_acc": acc, "test_loss": float(res["losses"].mean()), "train_seconds": None},
         "test_predictions": {"targets": torch.from_numpy(res["targets"]).to(torch.int16),
                              "preds": torch.from_numpy(res["preds"]).to(torch.int16),
-                             "probs": torch.from_numpy(res["probs"]).to(torch.float16)},
+                             "probs": torch.from_numpy(res["probs"]).to(probs_dtype)},
         "device": "cpu (imported)",
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
         "source": {"weights": source, "imported": True, "matched_by": how},
     }
-    log(f"{source}: {len(sd)} tensors fitted {model} by {how}; {c}x{h}x{w} input, {k} classes, "
-        f"normalization mean {[round(v, 3) for v in norm['mean']]} std {[round(v, 3) for v in norm['std']]}")
     log(f"test accuracy {acc:.2%} on {len(y)} {splits['name']} test images")
     if out:
         save_checkpoint(ckpt, out)
         log(f"wrote {out}")
     return ckpt
+
+
+def _import_onnx(weights, model, data, out, image_size, resize, mean, std, classes, num_classes, data_root,
+                 batch_size, download, log) -> dict:
+    """import_weights for an .onnx file (cnnlib.io.onnx_model): the graph brings its architecture, its input
+    size and its class count; normalization defaults to none (mean 0, std 1): ONNX files from Keras and
+    TensorFlow usually take their own preprocessed input. Probabilities are stored in float32."""
+    from cnnlib.io.onnx_model import onnx_network
+
+    source = os.path.basename(str(weights))
+    if model not in (None, "", ONNX_FAMILY):
+        raise CNNLibError(f"{source} is an ONNX model: it brings its own architecture, so leave --model out "
+                          f"(it was {model!r})")
+    net, kwargs, facts = onnx_network(weights, image_size)       # hostile / broken files stop here
+    k, size, c = kwargs["num_classes"], kwargs["image_size"], kwargs["in_channels"]
+    if num_classes is not None and int(num_classes) != k:
+        raise CNNLibError(f"{source} has {k} outputs, not --num-classes {num_classes}")
+    resize = int(resize or 0)
+    if resize < 0:
+        raise CNNLibError("--image-size and --resize must be >= 0")
+    splits, x, y, names = _data(data, data_root, size, resize, download, classes, k)
+    if int(x.shape[1]) != c or int(x.shape[2]) != size or int(x.shape[3]) != size:
+        raise CNNLibError(f"{source} takes {c} x {size} x {size} images but the {splits['name']} images are "
+                          f"{' x '.join(str(int(s)) for s in x.shape[1:])}; use data of that shape (an ImageFolder "
+                          f"is resized and cropped to {size} px) or a model exported for it")
+    norm = {"mean": _stats([0.0] * c if mean is None else mean, c, "mean"),
+            "std": _stats([1.0] * c if std is None else std, c, "std")}
+    steps = [f"opset {facts['opset_from']}" + (f" converted to {facts['opset']}" if facts["opset"] != facts["opset_from"] else "")]
+    if facts["layout"] == "NHWC":
+        steps.append("NHWC input given a Transpose to NCHW")
+    if facts["softmax_dropped"]:
+        steps.append("final Softmax dropped (the views need logits; the probabilities are unchanged)")
+    log(f"{source}: converted by onnx2torch ({'; '.join(steps)}); {c}x{size}x{size} input, {k} classes, "
+        f"normalization mean {[round(v, 3) for v in norm['mean']]} std {[round(v, 3) for v in norm['std']]}")
+    return _measure(net, ONNX_FAMILY, kwargs, "onnx2torch", splits, x, y, names, norm, data, data_root, size,
+                    resize, source, out, batch_size, log, probs_dtype=torch.float32)
 
 
 def import_hint(path) -> str | None:

@@ -3,7 +3,9 @@
     register_model(name)   decorator adding a builder to the registry
     get_model(name, **kw)  build a fresh, randomly initialised network: a registered name, or
                            `torchvision/<name>` / `timm/<name>` for any torchvision or timm classifier
-                           (cnnlib.models.zoo; weights=None, bring your own with `python -m cnnlib import`)
+                           (cnnlib.models.zoo; weights=None, bring your own with `python -m cnnlib import`),
+                           or "onnx" with kwargs graph=... (cnnlib.models.onnx_graph: an imported ONNX model's
+                           stored graph, converted again by onnx2torch; not trainable, so not in list_models)
     list_models()          sorted names of cnnlib's own models
     default_preprocessing(name)  ImageNet resize / crop / mean / std for torchvision/ and timm/ models,
                                  None for cnnlib's own (the data's own size and statistics)
@@ -21,6 +23,7 @@ from typing import Callable
 
 from torch import nn
 from cnnlib.models import zoo
+from cnnlib.models.onnx_graph import ONNX_FAMILY, build_onnx
 from cnnlib.errors import CNNLibError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -43,6 +46,11 @@ def list_models() -> list[str]:
 def get_model(name: str, **kwargs) -> nn.Module:
     if zoo.is_foreign(name):
         return zoo.build(name, **kwargs)
+    if name == ONNX_FAMILY:
+        try:
+            return build_onnx(**kwargs)
+        except TypeError as e:
+            raise CNNLibError(f"cannot build model 'onnx' with {sorted(kwargs)}: {str(e)[:160]}") from None
     if name not in _MODELS:
         raise CNNLibError(f"unknown model {name!r}; known models: {', '.join(list_models())}, "
                           f"plus torchvision/<name> for any torchvision classification model "
@@ -58,7 +66,7 @@ def default_preprocessing(name: str) -> dict | None:
     data's own size and statistics)."""
     if zoo.is_foreign(name):
         return zoo.family_preprocessing(name)
-    if name not in _MODELS:
+    if name not in _MODELS and name != ONNX_FAMILY:
         get_model(name)   # raises the one "unknown model" sentence
     return None
 
