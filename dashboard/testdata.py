@@ -1,7 +1,7 @@
 """The checkpoint's test pixels: which dataset they come from (cnnlib.data.datasets.checkpoint_data_spec, the sidebar's
 Data folder overriding it), loading them once per dataset (shared by every checkpoint of that
 dataset; st.cache_resource, so the memory-mapped arrays are shared, never copied into each session),
-and the one-sentence help when they are not on disk."""
+the one-sentence help when they are not on disk, and one line naming the files skipped as unreadable."""
 from __future__ import annotations
 
 import logging
@@ -38,16 +38,36 @@ def load(ctx: Ctx) -> tuple[np.ndarray, np.ndarray]:
         raise CNNLibError(f"reading the test images failed ({type(e).__name__}: {str(e)[:200]})") from None
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _skipped(key: str, override: str, _meta: dict) -> list[str]:
+    from cnnlib.data import spec as data_spec
+    return data_spec.skipped_files(_meta, "test", data=override or None)
+
+
+def skipped_note(ctx: Ctx) -> None:
+    """One caption (once per page run) when the test split skipped unreadable files: how many and which."""
+    if getattr(ctx, "_skipped_noted", False):
+        return
+    ctx._skipped_noted = True
+    skipped = _skipped(pixels_key(ctx), ctx.data, ctx.meta)
+    if skipped:
+        from cnnlib.data.cache import skipped_sentence
+        st.caption(skipped_sentence(skipped) + " The other test images are used.")
+
+
 def test_pixels(ctx: Ctx, notice: bool = True, why: str = "") -> tuple[np.ndarray, np.ndarray] | None:
     """The test pixels, or None when they are not on disk. With `notice`, a headline says in one sentence what
-    is wrong and how to fix it (`why` names what needs them), the full error in an expander below."""
+    is wrong and how to fix it (`why` names what needs them), the full error in an expander below. When some
+    files were skipped as unreadable, a caption says so (once per page run)."""
     try:
         with ui.spinner("Loading the test images…"):
-            return load(ctx)
+            pixels = load(ctx)
     except CNNLibError as e:
         if notice:
             missing_notice(ctx, e, why)
         return None
+    skipped_note(ctx)
+    return pixels
 
 
 def missing_notice(ctx: Ctx, error: Exception | None = None, why: str = "") -> None:

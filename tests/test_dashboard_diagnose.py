@@ -233,3 +233,25 @@ def test_saliency_offers_the_cam_family_with_their_options():
     widget(at, "sal_method").set_value("scorecam").run()
     ok(at)
     assert images_in(block(at, "sal_result")) and "Score-CAM layer" in widget(at, "sal_layer").label
+
+
+# ----------------------------------------------------------------------------- issue 18: what a new user tripped over
+
+def captions(at) -> str:
+    return " ".join(c.value for c in at.caption)
+
+
+def test_a_folder_with_unreadable_images_is_used_and_says_what_was_skipped(tmp_path):
+    from conftest import write_image_folder
+    from test_newuser_library import spoil
+    folder = write_image_folder(tmp_path / "spoilt", n_train=16, n_test=32)
+    spoil(folder)                                                # a text file named .jpg and a truncated JPEG
+    at = app()
+    widget(at, "side_data").set_value(folder).run()              # the sidebar's Data folder
+    ok(at)
+    for title in ("Errors", "Evaluation"):
+        go(at, title)
+        assert "Skipped 2 unreadable images" in captions(at), (title, captions(at))
+        assert "0-notes.jpg" in captions(at)
+    go(at, "Errors")
+    assert "needs the test images" not in " ".join(i.value for i in at.info)
