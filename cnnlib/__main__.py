@@ -18,6 +18,7 @@ commands:
   import    your own weights (.pth, .safetensors) -> a checkpoint  (python -m cnnlib import --help)
   export    a checkpoint -> ONNX, TorchScript or safetensors       (python -m cnnlib export --help)
   dashboard open the dashboard on a folder of checkpoints          (python -m cnnlib dashboard --help)
+  lesson    a static lesson (CNN Explainer + exercises) in one file (python -m cnnlib lesson --help)
 """
 
 
@@ -200,6 +201,9 @@ def main(argv=None) -> int:
             return export_main(rest)
         if command == "dashboard":
             return dashboard_main(rest)
+        if command == "lesson":
+            from cnnlib.lesson.build import lesson_main
+            return with_import_hint(rest, lesson_main)
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     except CNNLibError as e:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 CNNLIB = pathlib.Path(__file__).resolve().parent.parent / "cnnlib"
-SUBPACKAGES = ["data", "models", "training", "io", "explain", "diagnose", "teach"]
+SUBPACKAGES = ["data", "models", "training", "io", "explain", "diagnose", "teach", "lesson"]
 MAX_LINES = 410
 
 
