@@ -35,10 +35,11 @@ def _report(ckpt_key: str, source: str, _preds: dict) -> dict:
                                    preds=_preds["preds"])
 
 
-def evaluation(ctx: Ctx, pixels=None) -> tuple[dict | None, dict | None]:
+def evaluation(ctx: Ctx, pixels=None, source: str | None = None) -> tuple[dict | None, dict | None]:
     """(predictions, report) of the test split: the checkpoint's stored predictions, or computed from `pixels`
-    when given. (None, None) when neither exists."""
-    source = "stored" if pixels is None else "pixels:" + testdata.pixels_key(ctx)
+    when given (`source` names those pixels in the cache key when they are not the checkpoint's own test
+    images, e.g. another checkpoint's). (None, None) when neither exists."""
+    source = "stored" if pixels is None else source or "pixels:" + testdata.pixels_key(ctx)
     with ui.spinner("Classifying the test images…"):
         preds = _predictions(ctx.key, source, ctx.model, *(pixels if pixels is not None else (None, None)))
     if preds is None:

@@ -255,3 +255,46 @@ def test_a_folder_with_unreadable_images_is_used_and_says_what_was_skipped(tmp_p
         assert "0-notes.jpg" in captions(at)
     go(at, "Errors")
     assert "needs the test images" not in " ".join(i.value for i in at.info)
+
+
+def shipped_plus_other_folder(tmp_path, tiny_cifar_ckpt):
+    """The shipped CIFAR-10 checkpoints and, newest, a finished run with the same class names on another folder."""
+    from pathlib import Path
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints"
+    for name in ("resnet9.pt", "simple_cnn.pt", "simple_cnn_seed.pt"):
+        shutil.copy(shipped / name, folder / name)
+    shutil.copy(tiny_cifar_ckpt, folder / "other_folder.pt")
+    return folder
+
+
+def test_two_models_defaults_b_to_a_checkpoint_tested_on_the_same_images(tmp_path, tiny_cifar_ckpt, monkeypatch):
+    folder = shipped_plus_other_folder(tmp_path, tiny_cifar_ckpt)
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(folder))
+    import adapters
+    from cnnlib.errors import DatasetError
+
+    def not_on_disk(meta, override=""):
+        raise DatasetError("the CIFAR-10 test images are not on disk")
+    monkeypatch.setattr(adapters, "load_test_split", not_on_disk)   # the stored predictions are enough
+    at = app()
+    widget(at, "side_ckpt").set_value(str(folder / "resnet9.pt")).run()
+    go(at, "Two models")
+    assert widget(at, "cmp_other").value in (str(folder / "simple_cnn.pt"), str(folder / "simple_cnn_seed.pt"))
+    got = table(at, "cmp_table")
+    assert int(got["B right"].sum() + got["B wrong"].sum()) == 10000
+    assert "tested on different images" not in texts(at)
+
+
+def test_two_models_evaluates_b_on_as_test_images_when_it_was_tested_on_others(tmp_path, tiny_cifar_ckpt, monkeypatch):
+    folder = shipped_plus_other_folder(tmp_path, tiny_cifar_ckpt)
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(folder))
+    at = app()
+    widget(at, "side_ckpt").set_value(str(folder / "other_folder.pt")).run()   # its synthetic images are on disk
+    go(at, "Two models")
+    assert any("No other checkpoint with these classes was tested on A's test images" in i.value for i in at.info)
+    widget(at, "cmp_other").set_value(str(folder / "simple_cnn.pt")).run()
+    ok(at)
+    got = table(at, "cmp_table")
+    assert int(got["B right"].sum() + got["B wrong"].sum()) == 100              # A's 100 test images

@@ -31,8 +31,14 @@ with ui.guard("choosing the second checkpoint"):
         st.info("Comparing needs a second checkpoint trained on the same classes: train one, or upload it in the "
                 "sidebar.")
         st.stop()
+    choices, n_same = diagnose.comparable_first(ctx, choices)    # tested on A's test images first: the default
     other = st.selectbox(f"Compare **A = {ctx.label}** (the sidebar's checkpoint) with **B =**", choices,
                          format_func=checkpoints.choice_label, **ui.kept("cmp_other", choices[0], choices))
+    if not n_same:
+        st.info("No other checkpoint with these classes was tested on A's test images, so B is evaluated on A's "
+                "test images when they are on disk.", icon=":material/info:")
+    elif other not in choices[:n_same]:
+        st.caption("B was tested on other images than A, so both are evaluated on A's test images.")
     opened, problems = checkpoints.open_many([other])
     for p in problems:
         st.error(p)
