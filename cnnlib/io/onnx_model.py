@@ -158,15 +158,18 @@ def prepare_graph(proto, name: str = "the ONNX model"):
     facts.update(softmax_dropped=_drop_final_softmax(graph), identities=_fold_identities(graph))
     opset = {(o.domain or ""): o.version for o in proto.opset_import}.get("", 0)
     facts.update(opset=opset, opset_from=opset)
-    if unsupported_operators(proto):
+    missing = len(unsupported_operators(proto))
+    if missing:     # a lower opset is kept only where onnx2torch then lacks fewer operators
         from onnx import version_converter
         for target in (t for t in TARGET_OPSETS if t < opset):
             try:
                 lower = version_converter.convert_version(proto, target)
             except Exception:  # noqa: BLE001 - an operator the version converter has no adapter for
                 continue
-            proto, facts["opset"] = lower, target
-            if not unsupported_operators(proto):
+            left = len(unsupported_operators(lower))
+            if left < missing:
+                proto, facts["opset"], missing = lower, target, left
+            if not missing:
                 break
     return proto, facts
 
