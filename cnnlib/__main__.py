@@ -58,9 +58,11 @@ def import_main(argv) -> int:
         prog="python -m cnnlib import",
         description="Turn a weights file (a state dict, a dict holding one, or .safetensors) into a CNN Lens "
                     "checkpoint, measured on the data's test split. Nothing in the file is executed.")
-    p.add_argument("weights", help="the weights file, e.g. best_model.pth or model.safetensors")
-    p.add_argument("--model", required=True,
-                   help="simple_cnn | resnet9 | torchvision/<name> (e.g. torchvision/resnet18) | timm/<name>")
+    p.add_argument("weights", help="the weights file, e.g. best_model.pth or model.safetensors, or an ONNX "
+                                   "model.onnx (converted with onnx2torch; it needs no --model)")
+    p.add_argument("--model",
+                   help="simple_cnn | resnet9 | torchvision/<name> (e.g. torchvision/resnet18) | timm/<name> "
+                        "(required, except for .onnx files)")
     p.add_argument("--data", required=True, help="cifar10 | mnist | fashion-mnist | an ImageFolder PATH")
     p.add_argument("--out", metavar="CKPT", help="checkpoint to write (default: checkpoints/<weights name>.pt)")
     p.add_argument("--image-size", type=int, metavar="N",
