@@ -298,3 +298,22 @@ def test_two_models_evaluates_b_on_as_test_images_when_it_was_tested_on_others(t
     ok(at)
     got = table(at, "cmp_table")
     assert int(got["B right"].sum() + got["B wrong"].sum()) == 100              # A's 100 test images
+
+
+def test_saliency_always_explains_the_prediction_and_resets_the_targets_for_a_new_image(lens_checkpoints):
+    at = go(app(), "Saliency")
+    classes = lens_checkpoints["classes"]
+
+    def explained():
+        caps = [c for _, c in images_in(block(at, "sal_result"))][1:]
+        return [re.search(r" for (\w+) \(", c).group(1) for c in caps]
+    pred = explained()
+    assert len(pred) == 1
+    others = [i for i, c in enumerate(classes) if c != pred[0]][:2]
+    widget(at, "sal_targets").set_value(others).run()
+    ok(at)
+    shown = explained()
+    assert shown == [pred[0]] + [classes[i] for i in others]                  # the prediction stays, two more are added
+    widget(at, "sal_pos").set_value(2).run()                         # the next image
+    ok(at)
+    assert len(explained()) == 1 and widget(at, "sal_targets").value == []

@@ -96,10 +96,14 @@ if pick is not None:
                                  **ui.kept("sal_layer", compute.gradcam_default(ctx), spatial),
                                  help="The CAM methods weigh this layer's maps (by gradients, scores or "
                                       "principal components). Later layers: more meaning, coarser maps.")
-        targets = c3.multiselect("Explain the classes", list(range(len(classes))), format_func=lambda i: classes[i],
-                                 max_selections=4, placeholder="the predicted class",
-                                 **ui.kept("sal_targets", [], list(range(len(classes)))))
-        targets = targets or [pred]
+        if st.session_state.get("_sal_targets_image") != pick.key:     # another image: only its prediction
+            st.session_state["_sal_targets_image"] = pick.key
+            ui.remember("sal_targets", [])
+        others = [i for i in range(len(classes)) if i != pred]
+        extra = c3.multiselect(f"Explain {classes[pred]} (the prediction) and also", others,
+                               format_func=lambda i: classes[i], max_selections=3, placeholder="other classes",
+                               **ui.kept("sal_targets", [], others))
+        targets = [pred] + [int(t) for t in extra if t != pred]     # the predicted class is always explained
         d1, d2, d3 = st.columns(3)
         alpha = d1.slider("Overlay opacity", 0.0, 1.0, step=0.05, **ui.kept("sal_alpha", 0.5))
         scale = d2.radio("Colour scale", ["image", "shared"], horizontal=True, **ui.kept("sal_scale", "image"),
