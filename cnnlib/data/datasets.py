@@ -1,6 +1,6 @@
 """Datasets as uint8 arrays: decoded once per split, memory-mapped from a disk cache, augmented in batches.
 
-    splits = load_dataset("cifar10")           # or "mnist", "fashion-mnist", or an ImageFolder path
+    splits = load_dataset("cifar10")           # or "mnist", "fashion-mnist", "stl10", or an ImageFolder path
     splits["train"] -> (x uint8 (N, C, H, W), y int64 (N,)) torch tensors; also "val", "test", "classes", ...
     (a checkpoint's own split, without downloading: cnnlib.data.spec.load_checkpoint_split)
 
@@ -30,12 +30,14 @@ from cnnlib.errors import DatasetError
 __all__ = ["NAMED", "OFFLINE_CIFAR_ARCHIVE", "augment_batch", "channel_stats", "load_dataset",
            "missing_dataset_message", "resolve_path", "resolve_root"]
 
-NAMED = {"cifar10": "CIFAR10", "mnist": "MNIST", "fashion-mnist": "FashionMNIST"}  # --data name -> torchvision
-TITLES = {"cifar10": "CIFAR-10", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+NAMED = {"cifar10": "CIFAR10", "mnist": "MNIST", "fashion-mnist": "FashionMNIST",  # --data name -> torchvision
+         "stl10": "STL10"}
+TITLES = {"cifar10": "CIFAR-10", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "stl10": "STL-10"}
 SPLITS = ("train", "val", "test")
 OFFLINE_CIFAR_ARCHIVE = "../shared/datasets/cifar10-jpeg.tar.gz"  # offline CIFAR-10 JPEGs, relative to the repo root
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"        # `apt-get install dataset-fashion-mnist`
 FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -66,7 +68,8 @@ def offline_cifar_archive() -> str | None:
 def _recipe(name: str, dashboard: bool = False) -> str:
     """Ways to get a named dataset, as one clause (no full stop)."""
     get = f"`python -m cnnlib train --data {name}`" if dashboard else f"`--data {name}`"
-    ways = [f"with network access, {get} downloads it into the data root"]
+    ways = [f"with network access, {get} downloads it into the data root"
+            + (" (a 2.6 GB archive; its 100,000 unlabeled images are not used)" if name == "stl10" else "")]
     if name == "fashion-mnist" and not os.path.isdir(DEBIAN_FASHION_MNIST):
         ways.append("offline, `apt-get install dataset-fashion-mnist` installs it and cnnlib unpacks it by itself")
     archive = offline_cifar_archive() if name == "cifar10" else None
@@ -109,18 +112,22 @@ def _named_split(name: str, root: str, which: str, download: bool, mode: str = "
     cls = getattr(tvd, NAMED[name])
     if name == "fashion-mnist":
         _adopt_debian_fashion_mnist(os.path.join(root, "FashionMNIST", "raw"))
+    split = {"train": which == "train"}
+    if name == "stl10":   # split= and (N, C, 96, 96) already; its unlabeled 100,000 images neither read nor checked
+        cls, split = type("STL10Labeled", (cls,), {"train_list": cls.train_list[:2]}), {"split": which}
     try:
-        ds = cls(root, train=which == "train", download=False)
+        ds = cls(root, **split, download=False)
     except RuntimeError:  # not on disk (or corrupt): torchvision says "Dataset not found"
         if not download:
             raise DatasetError(missing_dataset_message(name, root, "downloads are turned off")) from None
         try:
-            ds = cls(root, train=which == "train", download=True)
+            ds = cls(root, **split, download=True)
         except Exception as e:  # noqa: BLE001 - URLError, socket errors, HTTP errors, checksum errors
             raise DatasetError(missing_dataset_message(name, root, f"{type(e).__name__}: {str(e)[:120]}")) from None
     x = np.asarray(ds.data)
-    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)   # (N, H, W) or (N, H, W, C) -> (N, C, H, W)
-    y, classes = np.asarray(ds.targets, np.int64), list(ds.classes)
+    x = x[:, None] if x.ndim == 3 else x if name == "stl10" else x.transpose(0, 3, 1, 2)   # -> (N, C, H, W)
+    y = np.asarray(getattr(ds, "targets", getattr(ds, "labels", None)), np.int64)
+    classes = list(getattr(ds, "classes", None) or STL10_CLASSES)   # STL-10 reads them from class_names.txt
     x, y = cached_split(root, key, x.shape[1:], lambda a, b: np.ascontiguousarray(x[a:b]), y, classes, mode)
     return x, y, classes
 
