@@ -75,6 +75,7 @@ def build_lesson(ckpt_path, out, images: int = 5, title: str | None = None, sing
     `out` is a folder (directory form; single file: out/index.html) or, with single_file, a file ending in .html.
     """
     from cnnlib.inference import load_model
+    from cnnlib.lesson.exercises import make_exercises
     from cnnlib.lesson.graph import export_lesson_onnx
     from cnnlib.lesson.payload import lesson_payload
 
@@ -85,6 +86,7 @@ def build_lesson(ckpt_path, out, images: int = 5, title: str | None = None, sing
         layout = export_lesson_onnx(model, os.path.join(tmp, "model.onnx"))
         onnx_bytes = Path(tmp, "model.onnx").read_bytes()
     payload = lesson_payload(model, layout, images=int(images), title=title, saliency_limit=saliency_limit)
+    payload["exercises"] = make_exercises(model, layout, *payload.pop("sample"))
     payload["source_file"] = os.path.basename(str(ckpt_path)) if isinstance(ckpt_path, (str, os.PathLike)) else ""
     payload["runtime"] = f"onnxruntime-web {vendor_version()} (WebAssembly)"
     resources = _resources(onnx_bytes)

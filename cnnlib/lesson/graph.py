@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
 import warnings
 
 import torch
@@ -79,8 +81,12 @@ def trace_layout(model: nn.Module, wrapper: nn.Module | None = None) -> dict:
     shown = [(n, m) for n, m in _leaves(net) if isinstance(m, MAP_TYPES)]
     handles = [m.register_forward_hook(lambda m, a, o, n=n: hook(n, m, a, o)) for n, m in shown]
     linears = []
-    handles += [m.register_forward_hook(lambda m, a, o, n=n: linears.append((n, m, o)))
-                for n, m in _leaves(net) if isinstance(m, nn.Linear)]
+
+    def linear_hook(name):
+        def hook(m, args, out):
+            linears.append((name, m, out))
+        return hook
+    handles += [m.register_forward_hook(linear_hook(n)) for n, m in _leaves(net) if isinstance(m, nn.Linear)]
     try:
         net(xn)
     except Exception as e:  # noqa: BLE001 - a network that cannot take its own input shape
@@ -134,11 +140,19 @@ class _Tapped(nn.Module):
         self.fed = _FedConv(net.get_submodule(layout["editable"]))
         net.set_submodule(layout["editable"], self.fed)
         for name in self.names:
-            m = net.get_submodule(name)
-            m.register_forward_hook(lambda m, a, o, n=name: self.store.setdefault(n, o.clone()))
+            net.get_submodule(name).register_forward_hook(self._keep_output(name))
         for name in layout["extra_inputs"] + ([layout["head"]["name"]] if layout.get("head") else []):
-            net.get_submodule(name).register_forward_pre_hook(
-                lambda m, a, n=name: self.inputs.setdefault(n, a[0].clone()))
+            net.get_submodule(name).register_forward_pre_hook(self._keep_input(name))
+
+    def _keep_output(self, name):
+        def hook(m, args, out):          # returns None: the module's own output flows on untouched
+            self.store.setdefault(name, out.clone())
+        return hook
+
+    def _keep_input(self, name):
+        def pre_hook(m, args):
+            self.inputs.setdefault(name, args[0].clone())
+        return pre_hook
 
     def forward(self, images, weight):
         self.store, self.inputs = {}, {}
@@ -157,11 +171,27 @@ def output_names(layout: dict) -> list[str]:
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporter prints whole graphs on failure and warns about itself: none of it is for the user."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    """The exporter prints whole graphs on failure (from C++, straight to the file descriptors) and warns about
+    itself: none of it is for the user, whose one sentence comes from the exception."""
+    saved = []
+    try:
+        sys.stdout.flush(), sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            saved.append((fd, os.dup(fd)))
+            os.dup2(null, fd)
+        os.close(null)
+    except OSError:            # no real descriptors (an embedding host): Python-level silence only
+        pass
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def _export(module: nn.Module, args: tuple, out, inputs: list[str], outputs: list[str]) -> None:
@@ -179,8 +209,11 @@ def _culprit(wrapper: nn.Module, model: nn.Module) -> str | None:
     """The first leaf module that the exporter cannot convert on its own, as "'name' (Type): why"."""
     net, seen = wrapper.net, {}
     x = torch.zeros(1, *model.meta["input_shape"])
-    hooks = [m.register_forward_hook(lambda m, a, o, n=n: seen.setdefault(n, (m, a)))
-             for n, m in _leaves(net)]
+    def keep(name):
+        def hook(m, args, out):
+            seen.setdefault(name, (m, args))
+        return hook
+    hooks = [m.register_forward_hook(keep(n)) for n, m in _leaves(net)]
     try:
         with torch.no_grad():
             wrapper(x)

@@ -210,8 +210,8 @@ def history_rows(meta: dict) -> list[dict]:
 
 def lesson_payload(model: nn.Module, layout: dict, images: int = 5, title: str | None = None,
                    saliency_limit: int | None = None) -> dict:
-    """Everything the page shows, from the checkpoint and from torch (see the module docstring)."""
-    from cnnlib.lesson.exercises import make_exercises
+    """Everything the page shows, from the checkpoint and from torch (see the module docstring), and under
+    "sample" the images as uint8 (N, C, H, W), their labels and predictions (for make_exercises; not JSON)."""
     meta = model.meta
     net = lesson_net(model).net
     x, labels, stored, note = sample_images(meta, max(1, int(images)))
@@ -250,5 +250,5 @@ def lesson_payload(model: nn.Module, layout: dict, images: int = 5, title: str |
         "metrics": {k: float(v) for k, v in (meta.get("metrics") or {}).items() if isinstance(v, (int, float))},
         "channels": c,
     }
-    payload["exercises"] = make_exercises(model, layout, x, labels, preds)
+    payload["sample"] = (x, labels, preds)
     return payload
