@@ -115,6 +115,8 @@ def test_triage_for_checkpoint_on_a_flipped_copy(tiny_ckpt, flipped_folder):
         assert os.path.isfile(r["path"]) and r["label"] in model.meta["classes"] and r["label"] != r["predicted"]
         assert os.path.basename(os.path.dirname(r["path"])) == r["label"]        # the path is that image's file
     json.dumps(rows)
+    again = triage_for_checkpoint(model, data=folder)                   # predictions now read from the cache
+    assert [(r["index"], r["verdict"]) for r in again["records"]] == [(r["index"], r["verdict"]) for r in result["records"]]
     # a well-trained tiny model gets the moved images' true class right, so they are among the mistakes
     assert {r["path"] for r in rows} & set(moved)
     own = triage_for_checkpoint(model)                                   # the stored predictions

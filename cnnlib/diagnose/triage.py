@@ -37,7 +37,9 @@ CLI: python -m cnnlib triage CKPT [--data PATH] [--json] [--out FILE].
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 
@@ -183,8 +185,8 @@ def triage_for_checkpoint(model, data: str | None = None, root: str | None = Non
     "classes", "source" ("stored" or "computed" predictions), "rule"}. `data` replaces the checkpoint's test
     images (e.g. a copy with other labels); the training images stay the checkpoint's own unless `data` holds
     a train/ split. Features come from the cached indexes (cnnlib.diagnose.neighbors), so a second run is fast."""
-    from cnnlib.data.spec import checkpoint_data_spec, folder_split, load_checkpoint_split
-    from cnnlib.diagnose.evaluate import run_split, stored_predictions
+    from cnnlib.data.spec import load_checkpoint_split
+    from cnnlib.diagnose.evaluate import stored_predictions
     from cnnlib.diagnose.neighbors import index_for_checkpoint
     meta = getattr(model, "meta", None) or {}
     bar = (lambda s: s) if progress else (lambda s: None)
@@ -194,7 +196,7 @@ def triage_for_checkpoint(model, data: str | None = None, root: str | None = Non
         preds = stored
     else:
         x, y = load_checkpoint_split(meta, "test", data, root)      # other images may have the same labels:
-        preds = run_split(model, x, y, progress=bar("test predictions"))   # never the stored predictions
+        preds = _predictions(model, x, y, root, data, bar("test predictions"))   # never the stored predictions
     try:
         train_index = index_for_checkpoint(model, "train", data, root, progress=bar("training features"))
     except CNNLibError:
@@ -203,13 +205,44 @@ def triage_for_checkpoint(model, data: str | None = None, root: str | None = Non
         train_index = index_for_checkpoint(model, "train", None, root, progress=bar("training features"))
     records = triage(meta, preds["probs"], preds["targets"], test_index.features, train_index.features,
                      train_index.labels, rule, preds=preds["preds"])
-    paths = None
-    spec = checkpoint_data_spec(meta, data or "", root)
-    if spec.source.startswith("/"):
-        samples = folder_split(spec, "test")
-        paths = [s[0] for s in samples] if samples is not None and len(samples) == len(preds["targets"]) else None
+    paths = _paths(meta, data, root)
+    paths = paths if paths is not None and len(paths) == len(preds["targets"]) else None
     return {"records": records, "paths": paths, "classes": list(meta.get("classes") or []),
             "source": preds["source"], "rule": asdict(rule or Rule())}
+
+
+def _paths(meta: dict, data: str | None, root: str | None) -> list[str] | None:
+    """The test split's image files, in order, when the data is a folder; else None."""
+    from cnnlib.data.spec import checkpoint_data_spec, folder_split
+    spec = checkpoint_data_spec(meta, data or "", root)
+    samples = folder_split(spec, "test") if os.path.isabs(spec.source) else None
+    return None if samples is None else [f for f, _ in samples]
+
+
+def _predictions(model, x, y, root: str | None, data: str | None, progress: str | None) -> dict:
+    """run_split on the test images, cached beside the feature indexes under (model, data spec, file list)."""
+    from cnnlib.data.cache import cache_dir
+    from cnnlib.data.spec import checkpoint_data_spec
+    from cnnlib.diagnose.evaluate import MIN_PROB, run_split
+    from cnnlib.diagnose.neighbors import _safe, model_key, read_entry, write_entry
+    meta = getattr(model, "meta", None) or {}
+    spec = checkpoint_data_spec(meta, data or "", root)
+    files = hashlib.sha1(json.dumps(_paths(meta, data, root)).encode()).hexdigest()[:16]
+    key = f"{spec.key()}-test-{files}"
+    expect = {"kind": "predictions", "model": model_key(model), "data": key, "n": len(y)}
+    folder, name = cache_dir(spec.root), f"predictions-{expect['model']}-{_safe(key)}"
+    y = np.asarray(y).astype(np.int64)
+    hit = read_entry(folder, name, expect)
+    if hit is not None and np.array_equal(hit[0]["targets"], y):
+        probs = np.asarray(hit[0]["probs"], np.float32)
+        losses = -np.log(np.maximum(probs[np.arange(len(y)), y], MIN_PROB)).astype(np.float32)
+        return {"targets": y, "preds": probs.argmax(1), "probs": probs, "losses": losses, "source": "computed"}
+    out = run_split(model, x, y, progress=progress)
+    try:
+        write_entry(folder, name, {"probs": out["probs"], "targets": y}, expect)
+    except OSError:
+        pass                                   # a read-only or full cache folder: computed again next time
+    return out
 
 
 def to_json(result: dict) -> list[dict]:
