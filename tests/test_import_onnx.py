@@ -50,7 +50,8 @@ def export(net, shape, path, dynamic=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(net.eval(), (torch.rand(*shape),), str(path), dynamo=False, input_names=["x"],
-                          output_names=["y"], dynamic_axes=dynamic or {"x": {0: "batch"}, "y": {0: "batch"}})
+                          output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}} if dynamic is None else dynamic)
     return str(path)
 
 
@@ -244,3 +245,27 @@ def test_a_damaged_or_hostile_stored_graph_is_refused(resnet_onnx, tmp_path):
     entry.key, entry.value = "location", "/etc/passwd"
     with pytest.raises(CNNLibError, match="external data"):
         decode_graph(encode_graph(proto, strip=False))
+
+
+class BatchOfOne(nn.Module):
+    """A graph that hard-codes the batch size: reshape(1, -1) before the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2)
+        self.fc = nn.Linear(4 * 7 * 7, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).reshape(1, -1))
+
+
+def test_a_batch_of_one_graph_is_one_sentence(tmp_path, folder16):
+    path = export(BatchOfOne(), (1, 3, 16, 16), tmp_path / "one.onnx", dynamic={})
+    line = one_sentence_error(*cli("import", path, "--data", folder16, "--out", tmp_path / "o.pt")[::2])
+    assert "one image at a time" in line and "batch" in line
+
+
+def test_using_an_onnx_file_as_a_checkpoint_gives_the_import_command(resnet_onnx, folder64):
+    image = next(os.path.join(d, f) for d, _, fs in os.walk(folder64) for f in fs if f.endswith(".png"))
+    line = one_sentence_error(*cli("predict", resnet_onnx["onnx"], image)[::2])
+    assert "is an ONNX model" in line and "python -m cnnlib import" in line

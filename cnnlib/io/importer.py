@@ -260,6 +260,10 @@ def _import_onnx(weights, model, data, out, image_size, resize, mean, std, class
 def import_hint(path) -> str | None:
     """One sentence with the `python -m cnnlib import` command, when `path` is a weights file and not a
     CNN Lens checkpoint; None otherwise (then the original error stands)."""
+    if is_onnx(path) and os.path.isfile(path):
+        return (f"{os.path.basename(str(path))} is an ONNX model, not a CNN Lens checkpoint; turn it into one with: "
+                f"python -m cnnlib import {shlex.quote(str(path))} --data PATH/TO/IMAGE_FOLDER --out "
+                f"{shlex.quote(os.path.join('checkpoints', os.path.splitext(os.path.basename(str(path)))[0] + '.pt'))}")
     try:
         if is_safetensors(path):
             sd, _ = read_safetensors(path)

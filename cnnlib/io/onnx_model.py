@@ -174,6 +174,16 @@ def prepare_graph(proto, name: str = "the ONNX model"):
     return proto, facts
 
 
+def _runs(net, x) -> bool:
+    import torch
+    try:
+        with torch.inference_mode():
+            net(x)
+    except Exception:  # noqa: BLE001 - any failure means no
+        return False
+    return True
+
+
 def _same(a, b, x) -> bool:
     import torch
     with torch.inference_mode():
@@ -202,6 +212,10 @@ def onnx_network(path, image_size: int | None = None):
         with torch.inference_mode():
             out = net(probe)
     except Exception as e:  # noqa: BLE001 - the converted network cannot run on its own input shape
+        if _runs(net, probe[:1]):
+            raise CNNLibError(f"{name} takes one image at a time only (its graph fixes the batch size at 1); "
+                              "export it with a free batch axis (torch.onnx.export(..., dynamic_axes={'x': {0: "
+                              "'batch'}}); tf2onnx leaves it free by default)") from None
         raise CNNLibError(f"{name} converted to PyTorch but cannot run on a {c} x {size} x {size} image "
                           f"({type(e).__name__}: {(str(e).splitlines() or ['?'])[0][:120]})") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
