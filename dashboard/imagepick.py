@@ -27,6 +27,7 @@ class Picked:
     caption: str
     label: int | None = None              # true class when known (test images)
     original: np.ndarray | None = None    # the upload before resizing (thumbnail), for display
+    size: tuple[int, int] | None = None   # the upload's own width and height
 
     @property
     def uploaded(self) -> bool:
@@ -34,14 +35,14 @@ class Picked:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _decode_upload(sha: str, shape: tuple, prep: str, _blob: bytes, _preprocessing) -> tuple[np.ndarray, np.ndarray]:
+def _decode_upload(sha: str, shape: tuple, prep: str, _blob: bytes, _preprocessing) -> tuple:
     from PIL import Image
     from cnnlib.data import images
     im = images.load_image(_blob)
     x01 = images.to_model_input(im, list(shape), _preprocessing).numpy()
     thumb = im.copy()
     thumb.thumbnail((256, 256), Image.Resampling.LANCZOS)
-    return x01, np.asarray(thumb.convert("RGB"))
+    return x01, np.asarray(thumb.convert("RGB")), im.size
 
 
 def test_image(ctx: Ctx, x: np.ndarray, y: np.ndarray, idx: int) -> Picked:
@@ -57,7 +58,7 @@ def upload(ctx: Ctx, up) -> Picked | None:
     sha = hashlib.sha256(blob).hexdigest()
     prep = ctx.meta.get("preprocessing")
     try:
-        x01, thumb = _decode_upload(sha, tuple(ctx.meta["input_shape"]), repr(prep), blob, prep)
+        x01, thumb, size = _decode_upload(sha, tuple(ctx.meta["input_shape"]), repr(prep), blob, prep)
     except CNNLibError as e:
         st.error(f"{up.name} cannot be used: {ui.one_sentence(str(e))}")
         return None
@@ -66,7 +67,46 @@ def upload(ctx: Ctx, up) -> Picked | None:
         st.error(f"{up.name} cannot be used: it could not be decoded as an image ({type(e).__name__}).")
         return None
     return Picked(f"upload:{sha}:{ctx.meta['input_shape']}:{hash(repr(prep))}", x01,
-                  f"{up.name} (resized to the model's input)", None, thumb)
+                  f"{up.name} (resized to the model's input)", None, thumb, tuple(size))
+
+
+def model_view_caption(size: tuple[int, int], input_shape, preprocessing: dict | None) -> str | None:
+    """One sentence on how an upload of `size` (width, height) became the model's input, step by step as
+    cnnlib.data.images.fit_image does it; None when the upload already has the model's size."""
+    _, h, w = (int(v) for v in input_shape)
+    iw, ih = (int(v) for v in size)
+    if (iw, ih) == (w, h):
+        return None
+    pre = preprocessing or {}
+    resize, crop = int(pre.get("resize") or 0), int(pre.get("crop") or 0)
+    steps, cw, ch = [], iw, ih
+    if resize > 0:
+        scale = resize / min(cw, ch)
+        cw, ch = max(1, round(cw * scale)), max(1, round(ch * scale))
+        steps.append(f"resized to {cw} × {ch} (shorter side {resize} px)")
+    if crop > 0 and (cw > crop or ch > crop):
+        cw, ch = min(crop, cw), min(crop, ch)
+        steps.append(f"then its centre {cw} × {ch} cropped")
+    if (cw, ch) != (w, h):
+        squeezed = abs(cw / ch - w / h) > 0.01
+        steps.append(f"{'then ' if steps else ''}{'squeezed' if squeezed else 'scaled'} to {w} × {h}"
+                     + (" (its proportions change)" if squeezed else ""))
+    return f"What the model sees: your {iw} × {ih} image {', '.join(steps)}."
+
+
+def show_model_view(ctx: Ctx, pick: Picked, key: str) -> None:
+    """For an upload whose size is not the model's: the upload and the model's input side by side, with
+    model_view_caption's sentence (a 1000 x 700 photo squeezed to 32 x 32 is not what the user sent)."""
+    if not pick.uploaded or pick.size is None or pick.original is None:
+        return
+    sentence = model_view_caption(pick.size, ctx.meta["input_shape"], ctx.meta.get("preprocessing"))
+    if sentence is None:
+        return
+    import pictures
+    with st.container(key=key, horizontal=True, gap="small", vertical_alignment="center"):
+        st.image(pick.original, width=128)
+        st.image(pictures.enlarge(pick.x01, 128), width=128)
+        st.caption(sentence, width=360)
 
 
 def pick_image(ctx: Ctx, prefix: str) -> Picked | None:
@@ -105,7 +145,10 @@ def pick_image(ctx: Ctx, prefix: str) -> Picked | None:
     if up is None:
         st.info("Upload an image to see what the model makes of it.")
         return None
-    return upload(ctx, up)
+    pick = upload(ctx, up)
+    if pick is not None:
+        show_model_view(ctx, pick, f"{prefix}_model_view")
+    return pick
 
 
 _KEPT = "imagepick.kept:"          # session state: (name, bytes) of the last upload per uploader

@@ -96,7 +96,7 @@ def curves(history: list[dict]):
                                         (2, "val_acc", "dash", "validation accuracy", "#ff7f0e")):
         fig.add_trace(go.Scatter(x=ep, y=[h.get(key) for h in history], mode="lines+markers", name=name,
                                  line=dict(color=color, dash=dash)), row=1, col=col)
-    fig.update_xaxes(title_text="epoch", dtick=1 if len(ep) <= 20 else None)
+    fig.update_xaxes(title_text="epoch", **ui.epoch_ticks(len(ep), panel_px=400))
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
     fig.update_layout(height=320, margin=dict(t=30, b=10), legend=dict(orientation="h", y=-0.25))
     return fig

@@ -129,13 +129,27 @@ def plotly_ready() -> None:
             _PLOTLY_READY.append(True)
 
 
+MODEBAR_PX = 30       # the height of Plotly's toolbar, drawn over the top of the chart
+
+
 def show_chart(fig, key: str, filename: str, modebar: bool = True, **kwargs):
     """st.plotly_chart with a PNG download in the chart's toolbar (camera icon); modebar=False hides the
-    toolbar (small charts, where it would cover the data)."""
+    toolbar (small charts, where it would cover the data). With the toolbar, a chart whose top margin is set
+    below 70 px gets MODEBAR_PX more, so the toolbar sits above the legend title and subplot titles instead
+    of on them."""
     config = {**PNG_CONFIG, "toImageButtonOptions": {**PNG_CONFIG["toImageButtonOptions"], "filename": filename}}
     if not modebar:
         config["displayModeBar"] = False
+    elif fig.layout.margin.t is not None and fig.layout.margin.t < 40 + MODEBAR_PX:
+        fig.update_layout(margin_t=fig.layout.margin.t + MODEBAR_PX)
     return st.plotly_chart(fig, key=key, config=config, width="stretch", **kwargs)
+
+
+def epoch_ticks(epochs: int, panel_px: int) -> dict:
+    """update_xaxes kwargs for an epoch axis `panel_px` wide: whole epochs, labels at least 32 px apart
+    (20 epochs in a 280-px panel: every 5th epoch, not 20 crowded labels)."""
+    step = next((s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500) if epochs / s * 32 <= panel_px), 1000)
+    return {"dtick": step, "tick0": 0}
 
 
 def download_png(img, filename: str, key: str, label: str = "Download PNG") -> None:

@@ -48,6 +48,27 @@ def test_learning_rate_axis_is_logarithmic():
     assert layout["yaxis3"]["type"] == "log"
 
 
+def test_many_epochs_get_readable_ticks(lens_checkpoints, tmp_path, monkeypatch):
+    """Issue 18 (10): 20 epochs labelled one by one in a third of the column ran together."""
+    import torch
+    ckpt = torch.load(lens_checkpoints["tiny"], weights_only=True)
+    row = ckpt["history"][-1]
+    ckpt["history"] = [{**row, "epoch": e} for e in range(1, 21)]
+    torch.save(ckpt, tmp_path / "long.pt")
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path))
+    layout = chart(app("Training"), "train_curves")["layout"]
+    assert 20 / layout["xaxis"]["dtick"] <= 10                  # at most 10 labels per panel
+    assert ui.epoch_ticks(3, 260)["dtick"] == 1                 # a short run keeps every epoch
+
+
+def test_toolbar_leaves_room_for_titles():
+    """Issue 18 (10): Plotly's toolbar sat on the Embeddings legend title and the Training subplot titles."""
+    for page, key in (("Training", "train_curves"), ("Embeddings", "emb_chart")):
+        layout = chart(app(page), key)["layout"]
+        titles_on_top = any(a.get("yref") == "paper" and a.get("y", 0) >= 1 for a in layout.get("annotations", []))
+        assert layout["margin"]["t"] >= ui.MODEBAR_PX + (30 if titles_on_top else 10), (page, layout["margin"])
+
+
 # ----------------------------------------------------------------------------- Evaluation
 
 def test_evaluation_metrics_matrix_cell_images_and_calibration(lens_checkpoints):
@@ -251,6 +272,23 @@ def test_feature_maps_layer_scale_upload_and_tile_size():
     assert any("cat.png" in c for _, c in images_in(at.main))
 
 
+def test_an_upload_of_another_shape_shows_what_the_model_sees(lens_checkpoints):
+    """Issue 18 (10): a 1000 x 700 upload was squeezed to the model's square input without saying so."""
+    import torch
+    _, h, w = torch.load(lens_checkpoints["wrong"], weights_only=True)["input_shape"]
+    at = app("Feature maps")
+    widget(at, "fm_src").set_value("Upload an image").run()
+    at.file_uploader(key="fm_upload").set_value(("wide.png", png((100, 70)), "image/png")).run()
+    ok(at)
+    view = block(at, "fm_model_view")
+    assert view is not None and len(images_in(view)) == 2           # the upload and the model's input
+    sentence = [c.value for c in walk(view) if getattr(c, "type", None) == "caption"]
+    assert sentence == [f"What the model sees: your 100 × 70 image squeezed to {w} × {h} (its proportions change)."]
+    at.file_uploader(key="fm_upload").set_value(("fits.png", png((w, h)), "image/png")).run()
+    ok(at)
+    assert block(at, "fm_model_view") is None                       # nothing to explain
+
+
 def test_feature_map_tiles_fill_the_column():  # noqa: D103
     """Defect: tiles at 64 px left half the column empty: the grid is built about as wide as its column."""
     import pictures
@@ -396,6 +434,28 @@ def test_embeddings_chart_and_palette():
     widget(at, "emb_wrong").set_value(True).run()
     ok(at)
     assert sum(len(arr(t["x"])) for t in chart(at, "emb_chart")["data"]) < 32
+
+
+def test_a_clicked_point_shows_its_image_and_a_lasso_scrolls_to_its_images(lens_checkpoints):
+    """Issue 18 (3, 6): a click on the map did nothing (the lasso drag mode ate it), and a lasso's images were
+    drawn 1,400 px down without a scroll."""
+    at = app("Embeddings")
+    layout = chart(at, "emb_chart")["layout"]
+    assert "select" in layout["clickmode"] and layout.get("dragmode") not in ("lasso", "select")
+    spec = chart(at, "emb_chart")
+    at.session_state["emb_chart"] = {"selection": {"points": [{"curve_number": 0, "point_index": 0}],
+                                                   "point_indices": [0], "box": [], "lasso": []}}
+    at.run()
+    ok(at)
+    beside = images_in(block(at, "emb_point"))
+    assert len(beside) == 1 and " · true " in beside[0][1] and " · predicted " in beside[0][1]
+    assert not [h for h in at.get("html") if "emb_results" in h.proto.body]      # one point: the map stays put
+    points = [{"curve_number": c, "point_index": i} for c, t in enumerate(spec["data"]) for i in range(len(arr(t["x"])))]
+    at.session_state["emb_chart"] = {"selection": {"points": points, "point_indices": [], "box": [], "lasso": []}}
+    at.run()
+    ok(at)
+    assert [h for h in at.get("html") if "scrollIntoView" in h.proto.body and "emb_results" in h.proto.body]
+    assert block(at, "emb_results") is not None and images_in(block(at, "emb_point")) == []
 
 
 def test_class_palette_is_clearly_distinct():

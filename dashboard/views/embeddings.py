@@ -94,15 +94,16 @@ with ui.guard("projecting the test set"):
                               f"(%{{customdata[3]:{ui.PCT_D3}}}) %{{text}}<extra></extra>"))
     axis = diagnose.PROJECTIONS[method]
     fig.update_layout(height=620, margin=dict(t=10, b=10), legend=dict(title=COLOURS[colour], itemsizing="constant"),
-                      xaxis_title=f"{axis} 1", yaxis_title=f"{axis} 2", dragmode="lasso")
+                      xaxis_title=f"{axis} 1", yaxis_title=f"{axis} 2",
+                      dragmode="zoom", clickmode="event+select")   # a click selects its point (not in lasso mode)
     chart_col, side = st.columns([4, 1])
     with chart_col:
         event = ui.show_chart(fig, key="emb_chart", filename=f"embedding-{method}", on_select="rerun",
                               selection_mode=("points", "lasso", "box"))
     timing = "read from the disk cache" if emb["cached"] else f"computed in {ui.duration(emb['seconds'])}"
     st.caption(f"{int(keep.sum()):,} of {n_total:,} test images shown; {axis} of the penultimate features, "
-               f"{timing}; ✕ = misclassified. Drag to circle points (lasso); double-click to reset. Plotly's hover "
-               "cannot show pictures, so a clicked point's image appears beside the map.")
+               f"{timing}; ✕ = misclassified. Click a point for its image beside the map; to select many, pick the "
+               "lasso or box in the chart's toolbar and drag. Double-click resets the view.")
 
 with ui.guard("showing the selected images"):
     points = (event or {}).get("selection", {}).get("points", []) if event else []
@@ -121,35 +122,39 @@ with ui.guard("showing the selected images"):
         else:
             st.caption("Click a point to see its image here.")
     if len(chosen):
-        y_true = np.asarray(pixels[1])[chosen]
-        y_pred = np.asarray(preds["preds"])[chosen]
-        wrong = int((y_true != y_pred).sum())
-        st.subheader(f"{len(chosen):,} selected · {wrong:,} misclassified ({ui.pct(wrong / len(chosen))})")
-        counts = [{"class": c, "true class": int((y_true == k).sum()), "predicted as": int((y_pred == k).sum())}
-                  for k, c in enumerate(classes)]
-        counts = [r for r in counts if r["true class"] or r["predicted as"]]
-        left, right = st.columns([1, 3])
-        with left, st.container(key="emb_breakdown"):
-            st.markdown("**By class** (images in the selection)")
-            st.dataframe(counts, hide_index=True, width="stretch", key="emb_breakdown_table")
-        with right:
-            s1, s2 = st.columns([2, 1])
-            order_by = s1.radio("Order the images by", ["loss", "confidence"], horizontal=True,
-                                format_func={"loss": "loss (hardest first)",
-                                             "confidence": "confidence (most sure first)"}.get,
-                                **ui.kept("emb_sort", "loss"))
-            ordered = compute.selection_order(chosen, preds, order_by)
-            size = compute.SELECTION_PAGE
-            pages = max(1, math.ceil(len(ordered) / size))
-            page = int(s2.number_input(f"Page (of {pages})", 1, pages, **ui.kept("emb_page", 1, bounds=(1, pages))))
-            part = ordered[(page - 1) * size: page * size]
-            st.caption(f"Images {(page - 1) * size + 1}–{(page - 1) * size + len(part)} of {len(ordered):,}, "
-                       f"{size} per page.")
-            selections.tag_box(ctx, preds, ordered, "emb", "embedding selection", f"{axis} selection",
-                               f"embedding-{method}-selection.csv")
-        gallery.show(ctx, preds, pixels, part, prefix="emb_sel", key="emb_selected")
+        if len(chosen) > 1:       # a lasso or box: its results start below the fold, so bring them up
+            ui.scroll_into_view("emb_results", token=hash(chosen.tobytes()))
+        with st.container(key="emb_results"):
+            y_true = np.asarray(pixels[1])[chosen]
+            y_pred = np.asarray(preds["preds"])[chosen]
+            wrong = int((y_true != y_pred).sum())
+            st.subheader(f"{len(chosen):,} selected · {wrong:,} misclassified ({ui.pct(wrong / len(chosen))})")
+            counts = [{"class": c, "true class": int((y_true == k).sum()), "predicted as": int((y_pred == k).sum())}
+                      for k, c in enumerate(classes)]
+            counts = [r for r in counts if r["true class"] or r["predicted as"]]
+            left, right = st.columns([1, 3])
+            with left, st.container(key="emb_breakdown"):
+                st.markdown("**By class** (images in the selection)")
+                st.dataframe(counts, hide_index=True, width="stretch", key="emb_breakdown_table")
+            with right:
+                s1, s2 = st.columns([2, 1])
+                order_by = s1.radio("Order the images by", ["loss", "confidence"], horizontal=True,
+                                    format_func={"loss": "loss (hardest first)",
+                                                 "confidence": "confidence (most sure first)"}.get,
+                                    **ui.kept("emb_sort", "loss"))
+                ordered = compute.selection_order(chosen, preds, order_by)
+                size = compute.SELECTION_PAGE
+                pages = max(1, math.ceil(len(ordered) / size))
+                page = int(s2.number_input(f"Page (of {pages})", 1, pages, **ui.kept("emb_page", 1, bounds=(1, pages))))
+                part = ordered[(page - 1) * size: page * size]
+                st.caption(f"Images {(page - 1) * size + 1}–{(page - 1) * size + len(part)} of {len(ordered):,}, "
+                           f"{size} per page.")
+                selections.tag_box(ctx, preds, ordered, "emb", "embedding selection", f"{axis} selection",
+                                   f"embedding-{method}-selection.csv")
+            gallery.show(ctx, preds, pixels, part, prefix="emb_sel", key="emb_selected")
     else:
-        st.caption("Click a point, or circle several with the lasso (drag on the chart), to see their images here.")
+        st.caption("Click a point, or pick the lasso in the chart's toolbar and circle several, to list their "
+                   "images here.")
     rows = [{"index": int(index[j]), "x": round(float(xy[j, 0]), 5), "y": round(float(xy[j, 1]), 5),
              "true": classes[labels[j]], "predicted": classes[pred[j]]} for j in range(len(labels))]
     ui.download_csv(rows, f"embedding-{method}.csv", key="emb_csv", label="Download the map (CSV)")

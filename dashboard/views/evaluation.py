@@ -45,6 +45,10 @@ def _cell_clicked():
     if points:
         ui.remember("eval_true", points[0]["y"])
         ui.remember("eval_pred", points[0]["x"])
+        st.session_state[_SCROLL] = st.session_state.get(_SCROLL, 0) + 1     # its images: bring them into view
+
+
+_SCROLL = "evaluation.cell_clicks"      # session state: how many cells were clicked (the scroll's token)
 
 
 with ui.guard("drawing the confusion matrix"):
@@ -79,30 +83,33 @@ with ui.guard("drawing the confusion matrix"):
     ui.download_csv(cm_rows, "confusion-matrix.csv", key="eval_cm_csv", label="Download the matrix (CSV)")
 
 with ui.guard("showing the images of a cell"):
-    worst = rep["most_confused"][0] if rep.get("most_confused") else {"true": 0, "pred": 0}
-    st.markdown("**Images behind one cell** — click a cell above, or choose it here "
-                "(the most common mix-up is preselected):")
-    c1, c2, c3 = st.columns([2, 2, 1])
-    t_name = c1.selectbox("True class", classes, **ui.kept("eval_true", classes[worst["true"]], classes))
-    p_name = c2.selectbox("Predicted class", classes, **ui.kept("eval_pred", classes[worst["pred"]], classes))
-    limit = c3.number_input("Show at most", 8, 200, step=8, **ui.kept("eval_limit", 32))
-    t, p = classes.index(t_name), classes.index(p_name)
-    res = compute.query_cell(preds, t, p, sort="confidence", limit=int(limit),
-                             images=pixels[0] if pixels is not None else None)
-    verdict = "correct" if t == p else "mistakes"
-    st.markdown(f"{res['count']} test images of **{t_name}** predicted as **{p_name}** ({verdict}), "
-                "most confident first.")
-    if res["count"] and res["images"] is not None:
-        caps = [f"#{i} · {ui.pct(c)}" for i, c in zip(res["indices"].tolist(), res["confidence"].tolist())]
-        ui.image_grid(res["images"], caps, key="eval_cell_grid")
-    elif res["count"]:
-        testdata.test_pixels(ctx, why="Showing the images of a cell")
-        st.dataframe([{"index": int(i), "confidence": ui.pct(c)} for i, c in zip(res["indices"], res["confidence"])],
-                     hide_index=True, key="eval_cell_table")
-    if res["count"]:
-        cell = compute.query_cell(preds, t, p, sort="confidence")["indices"]      # the whole cell, not only shown
-        selections.tag_box(ctx, preds, cell, "eval_cell", "confusion-matrix cell", f"{t_name} as {p_name}",
-                           f"cell-{t_name}-as-{p_name}.csv")
+    if _SCROLL in st.session_state:       # a clicked cell's images start far below the matrix
+        ui.scroll_into_view("eval_cell_block", token=st.session_state[_SCROLL])
+    with st.container(key="eval_cell_block"):
+        worst = rep["most_confused"][0] if rep.get("most_confused") else {"true": 0, "pred": 0}
+        st.markdown("**Images behind one cell** — click a cell above, or choose it here "
+                    "(the most common mix-up is preselected):")
+        c1, c2, c3 = st.columns([2, 2, 1])
+        t_name = c1.selectbox("True class", classes, **ui.kept("eval_true", classes[worst["true"]], classes))
+        p_name = c2.selectbox("Predicted class", classes, **ui.kept("eval_pred", classes[worst["pred"]], classes))
+        limit = c3.number_input("Show at most", 8, 200, step=8, **ui.kept("eval_limit", 32))
+        t, p = classes.index(t_name), classes.index(p_name)
+        res = compute.query_cell(preds, t, p, sort="confidence", limit=int(limit),
+                                 images=pixels[0] if pixels is not None else None)
+        verdict = "correct" if t == p else "mistakes"
+        st.markdown(f"{res['count']} test images of **{t_name}** predicted as **{p_name}** ({verdict}), "
+                    "most confident first.")
+        if res["count"] and res["images"] is not None:
+            caps = [f"#{i} · {ui.pct(c)}" for i, c in zip(res["indices"].tolist(), res["confidence"].tolist())]
+            ui.image_grid(res["images"], caps, key="eval_cell_grid")
+        elif res["count"]:
+            testdata.test_pixels(ctx, why="Showing the images of a cell")
+            st.dataframe([{"index": int(i), "confidence": ui.pct(c)} for i, c in zip(res["indices"], res["confidence"])],
+                         hide_index=True, key="eval_cell_table")
+        if res["count"]:
+            cell = compute.query_cell(preds, t, p, sort="confidence")["indices"]      # the whole cell, not only shown
+            selections.tag_box(ctx, preds, cell, "eval_cell", "confusion-matrix cell", f"{t_name} as {p_name}",
+                               f"cell-{t_name}-as-{p_name}.csv")
 
 with ui.guard("drawing the per-class table"):
     st.subheader("Per-class precision, recall and F1")

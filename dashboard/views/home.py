@@ -7,6 +7,11 @@ import checkpoints
 import frame
 import ui
 
+# a long value ("torchvision/mobilenet_v3_small", a dataset folder's name) wraps instead of ending in "…"
+_WRAP_VALUES = """<style>.st-key-home_card [data-testid="stMetricValue"],
+.st-key-home_card [data-testid="stMetricValue"] * { white-space: normal; overflow: visible; text-overflow: clip;
+overflow-wrap: anywhere; line-height: 1.15; }</style>"""
+
 ctx = frame.begin(
     "A convolutional network learns small image filters, stacks them into ever larger pattern detectors and "
     "ends with one score per class. This dashboard opens a trained checkpoint and shows what it learned, how "
@@ -18,8 +23,9 @@ if ctx is not None:
         s = checkpoints.summary(ctx)
         st.subheader(ctx.label)
         with st.container(border=True, key="home_card"):
+            st.html(_WRAP_VALUES)
             r1 = st.columns(4)
-            r1[0].metric("Model", s["model"])
+            r1[0].metric("Model", s["model"].replace("/", "/\u200b"))      # "torchvision/" may end a line
             r1[1].metric("Dataset", s["dataset"], help=f"{s['classes']} classes: " + ", ".join(ctx.classes))
             r1[2].metric("Parameters", f"{s['parameters']:,}")
             best = f"best: epoch {s['best_epoch']}" if s.get("best_epoch") else None

@@ -60,8 +60,8 @@ with ui.guard("drawing the training curves"):
                                                        "<extra></extra>"), row=1, col=col)
             fig.add_vline(x=best, line=dict(color=color, dash="dot", width=1), row=1, col=2)
         rows_csv += [{"run": name, **h} for h in hist]
-    fig.update_xaxes(title_text="epoch", dtick=1 if max((len(checkpoints.history(r)) for r in runs), default=0) <= 20
-                     else None)
+    fig.update_xaxes(title_text="epoch", **ui.epoch_ticks(max((len(checkpoints.history(r)) for r in runs), default=1),
+                                                         panel_px=260))       # a third of the main column
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
     fig.update_yaxes(type="log", exponentformat="e", row=1, col=3)     # 3e-3 and 0.2 schedules both readable
     fig.update_layout(height=420, margin=dict(t=40, b=10), legend=dict(orientation="h", y=-0.2))
