@@ -269,3 +269,38 @@ def test_using_an_onnx_file_as_a_checkpoint_gives_the_import_command(resnet_onnx
     image = next(os.path.join(d, f) for d, _, fs in os.walk(folder64) for f in fs if f.endswith(".png"))
     line = one_sentence_error(*cli("predict", resnet_onnx["onnx"], image)[::2])
     assert "is an ONNX model" in line and "python -m cnnlib import" in line
+
+
+class SmallCNN(nn.Module):
+    """A small CNN with BatchNorm (folded by the exporter) and two ReLUs: quick enough for every page."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Setting backward hooks on ReLU")
+def test_every_dashboard_page_opens_on_an_onnx_checkpoint(tmp_path, folder16, monkeypatch):
+    from test_dashboard_support import app, block, chart, go, images_in
+    torch.manual_seed(2)
+    path = export(SmallCNN(), (1, 3, 16, 16), tmp_path / "small.onnx")
+    (tmp_path / "ckpts").mkdir()
+    rc, _, err = cli("import", path, "--data", folder16, "--out", tmp_path / "ckpts" / "small.pt")
+    assert rc == 0, err
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path / "ckpts"))
+    monkeypatch.setenv("CNNLENS_PREFETCH", "0")
+    at = app()
+    for page, key in (("Evaluation", "eval_cm"), ("Embeddings", "emb_chart")):
+        go(at, page)
+        assert chart(at, key)["data"], page
+    for page in ("Training", "Errors", "Filters"):
+        go(at, page)
+    go(at, "Feature maps")
+    assert images_in(block(at, "fm_grid"))
+    go(at, "Saliency")
+    assert images_in(block(at, "sal_result"))
