@@ -52,6 +52,12 @@ def label_rankings() -> tuple[str, ...]:
     return tuple(labels.RANKINGS)
 
 
+def trusted_accuracy() -> float:
+    """The test accuracy from which confident learning's count is shown as an estimate of wrong labels."""
+    from cnnlib.diagnose import labels
+    return float(labels.TRUSTED_ACCURACY)
+
+
 # ----------------------------------------------------------------------------- nearest training images
 
 @st.cache_resource(show_spinner=False, max_entries=2)      # memory-mapped: shared, never copied per session

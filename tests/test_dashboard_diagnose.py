@@ -317,3 +317,16 @@ def test_saliency_always_explains_the_prediction_and_resets_the_targets_for_a_ne
     widget(at, "sal_pos").set_value(2).run()                         # the next image
     ok(at)
     assert len(explained()) == 1 and widget(at, "sal_targets").value == []
+
+
+def test_probably_mislabelled_says_what_its_count_is(lens_checkpoints):
+    from cnnlib.diagnose import labels
+    at = go(app(), "Probably mislabelled")
+    expect = labels.label_issues_for(meta(lens_checkpoints["wrong"]))
+    text = texts(at)
+    assert "mislabelled — an estimate of how many labels are wrong" not in text       # the untrue claim (issue 18.9)
+    assert f"flags **{expect['n_issues']:,}** of" in text and "whose given label this model contradicts" in text
+    if expect["accuracy"] >= labels.TRUSTED_ACCURACY:
+        assert "confident learning's estimate of how many labels are wrong" in text
+    else:
+        assert "It is not an estimate of how many labels are wrong" in text

@@ -117,3 +117,23 @@ def test_skipped_sentence_names_the_first_few():
     paths = [f"/d/test/cat/{i}.jpg" for i in range(5)]
     line = datacache.skipped_sentence(paths)
     assert line.startswith("Skipped 5 unreadable images") and "cat/0.jpg" in line and "and 2 more" in line
+
+
+def probs_at(accuracy: float, n: int = 400, k: int = 4, seed: int = 0):
+    """Labels and confident probabilities from a model right on `accuracy` of the images."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    pred = np.where(rng.random(n) < accuracy, y, (y + rng.integers(1, k, n)) % k)
+    p = np.full((n, k), 0.02)
+    p[np.arange(n), pred] = 1 - 0.02 * (k - 1)
+    return y, p
+
+
+@pytest.mark.parametrize("accuracy", [0.6, 0.97])
+def test_label_issue_count_is_an_estimate_only_for_an_accurate_model(accuracy):
+    from cnnlib.diagnose import labels
+    y, p = probs_at(accuracy)
+    r = labels.label_issues(y, p)
+    assert r["accuracy"] == float((p.argmax(1) == y).mean())
+    trusted = r["accuracy"] >= labels.TRUSTED_ACCURACY
+    assert r["estimated_wrong"] == (r["n_issues"] if trusted else None)

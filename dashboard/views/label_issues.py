@@ -44,9 +44,16 @@ with ui.guard("ranking the labels"):
     limit = int(c3.number_input("Show", 6, 240, step=6, **ui.kept("li_limit", 24)))
     order = issues["indices"] if which == "flagged" else issues["ranking"]
     shown = np.asarray(order[:limit], np.int64)
-    st.markdown(f"Confident learning flags **{m}** of {n:,} test images ({ui.pct(m / n)}) as probably "
-                f"mislabelled — an estimate of how many labels are wrong. Showing {len(shown)} of "
-                f"{len(order):,}, worst first."
+    acc = issues["accuracy"]
+    if issues["estimated_wrong"] is not None:
+        caveat = (f"With a test accuracy of {ui.pct(acc)}, this count is also confident learning's estimate of "
+                  "how many labels are wrong (it still counts the model's own confident mistakes).")
+    else:
+        caveat = (f"It is not an estimate of how many labels are wrong: at a test accuracy of {ui.pct(acc)} "
+                  f"(under {ui.pct(diagnose.trusted_accuracy())}), confident learning counts this model's own "
+                  "mistakes as label errors.")
+    st.markdown(f"Confident learning flags **{m:,}** of {n:,} test images ({ui.pct(m / n)}) whose given label "
+                f"this model contradicts. {caveat} Showing {len(shown)} of {len(order):,}, worst first."
                 + ("" if preds.get("source") == "stored" else " (Predictions computed from the test images: "
                                                                "this checkpoint stores none.)"))
     rows = [{"rank": r + 1, "index": int(i), "given label": classes[int(preds["targets"][i])],
