@@ -1,14 +1,11 @@
 """cnnlib.diagnose.evaluate: metrics against independent computations, stored predictions, queries and the CLI."""
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-import cnnlib
 from cnnlib.diagnose import evaluate
 from cnnlib.io.checkpoint import save_checkpoint
 from cnnlib.errors import CNNLibError
@@ -172,9 +169,8 @@ def test_evaluate_main_with_stored_predictions_needs_no_dataset(tmp_path, capsys
 
     def no_data(*a, **k):
         raise AssertionError("the dataset must not be loaded")
-    fake = types.SimpleNamespace(load_checkpoint_split=no_data)
-    monkeypatch.setitem(sys.modules, "cnnlib.data.datasets", fake)
-    monkeypatch.setattr(cnnlib, "data", fake, raising=False)
+    from cnnlib.data import spec as data_spec
+    monkeypatch.setattr(data_spec, "load_checkpoint_split", no_data)
     assert evaluate.evaluate_main([path, "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["n"] == 40 and rep["source"] == "stored" and rep["classes"] == ["c0", "c1", "c2", "c3"]
@@ -183,9 +179,10 @@ def test_evaluate_main_with_stored_predictions_needs_no_dataset(tmp_path, capsys
     text = capsys.readouterr().out
     assert "accuracy" in text and "confusion matrix" in text and "c3" in text
 
-    # --split val loads the data through cnnlib.data.datasets and recomputes
+    # --split val loads the data through cnnlib.data.spec and recomputes
     calls = []
-    fake.load_checkpoint_split = lambda meta, split, data, root: calls.append((split, data, root)) or (x, y)
+    monkeypatch.setattr(data_spec, "load_checkpoint_split",
+                        lambda meta, split, data, root: calls.append((split, data, root)) or (x, y))
     assert evaluate.evaluate_main([path, "--split", "val", "--json", "--data", "d", "--data-root", "r"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert calls == [("val", "d", "r")] and rep["source"] == "computed" and rep["n"] == 40
