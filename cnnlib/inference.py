@@ -57,10 +57,18 @@ def preprocess(model: nn.Module, image) -> torch.Tensor:
     return to_input(image01(model, image).unsqueeze(0), mean, std)
 
 
-def predict(model: nn.Module, image, k: int = 5) -> list[dict]:
-    """Top-k classes with probabilities, most likely first."""
+def predict(model: nn.Module, image, k: int = 5, calibrated: bool = False) -> list[dict]:
+    """Top-k classes with probabilities, most likely first. calibrated: the logits divided by the checkpoint's
+    fitted temperature (cnnlib.diagnose.calibration; CNNLibError when it has none)."""
     classes = model.meta["classes"]
     probs = probabilities(model, image01(model, image))[0]
+    if calibrated:    # softmax(logits / T) = softmax(log(probs) / T): what cnnlib.diagnose.calibration fitted
+        t = (model.meta.get("temperature") or {}).get("T")
+        if not isinstance(t, (int, float)) or not np.isfinite(t) or t <= 0:
+            raise CNNLibError("this checkpoint has no fitted temperature: run `python -m cnnlib calibrate CKPT` first")
+        logp = np.log(np.maximum(probs.astype(np.float64), 1e-300)) / t
+        probs = np.exp(logp - logp.max())
+        probs = (probs / probs.sum()).astype(np.float32)
     if not np.isfinite(probs).all():
         raise CNNLibError("the network's output for this image is not a number (its weights overflow): "
                           "the checkpoint is damaged")

@@ -7,7 +7,14 @@ contradicts, the training images nearest a prediction, maps of feature space, an
     neighbors   build_index, index_for_checkpoint, neighbors_of, Index (memory-mapped feature index)
     projection  project (PCA, t-SNE, UMAP), embedding, embedding_for_checkpoint, subsample
     compare     compare, compare_checkpoints, mcnemar, selection_csv, split_paths
+    calibration fit_temperature, fit_temperature_logits, temperature_report, apply_temperature, save_temperature,
+                stored_temperature, calibrate_main (`cnnlib calibrate`: temperature scaling on the validation split)
+    robustness  corrupt, robustness, robustness_for_checkpoint, format_table, robustness_main (`cnnlib robustness`:
+                accuracy under CIFAR-10-C's 15 corruptions x 5 severities, cached per checkpoint)
+    triage      Rule, triage, triage_for_checkpoint, to_json, format_table, triage_main (`cnnlib triage`): a verdict
+                (label error, ambiguous, out of distribution, model error) and its evidence per mistake
 
 A new diagnosis goes here, beside the signals it reads; tests: tests/test_evaluate.py, tests/test_labels.py,
-tests/test_neighbors.py, tests/test_projection.py, tests/test_compare.py.
+tests/test_neighbors.py, tests/test_projection.py, tests/test_compare.py, tests/test_triage.py,
+tests/test_calibration.py, tests/test_robustness.py.
 """
