@@ -19,6 +19,9 @@ commands:
   export    a checkpoint -> ONNX, TorchScript or safetensors       (python -m cnnlib export --help)
   dashboard open the dashboard on a folder of checkpoints          (python -m cnnlib dashboard --help)
   lesson    a static lesson (CNN Explainer + exercises) in one file (python -m cnnlib lesson --help)
+  triage    a verdict with its evidence per misclassified image   (python -m cnnlib triage --help)
+  calibrate fit temperature scaling, store T in the checkpoint     (python -m cnnlib calibrate --help)
+  robustness accuracy under 15 common corruptions x 5 severities   (python -m cnnlib robustness --help)
 """
 
 
@@ -32,12 +35,17 @@ def predict_main(argv) -> int:
     p.add_argument("--top", type=int, default=5, help="how many classes to list per image")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--calibrated", action="store_true",
+                   help="divide the logits by the temperature `python -m cnnlib calibrate` stored in the checkpoint")
     args = p.parse_args(argv)
     model = load_model(args.checkpoint, args.device)
+    if args.calibrated:
+        from cnnlib.diagnose.calibration import stored_temperature
+        stored_temperature(model.meta)           # one sentence before any image when the checkpoint has none
     results, failed = [], 0
     for path in args.images:
         try:
-            results.append({"image": path, "top": predict(model, path, k=args.top)})
+            results.append({"image": path, "top": predict(model, path, k=args.top, calibrated=args.calibrated)})
         except CNNLibError as e:
             failed += 1
             results.append({"image": path, "error": str(e)})
@@ -206,6 +214,15 @@ def main(argv=None) -> int:
         if command == "lesson":
             from cnnlib.lesson.build import lesson_main
             return with_import_hint(rest, lesson_main)
+        if command == "robustness":
+            from cnnlib.diagnose.robustness import robustness_main
+            return with_import_hint(rest, robustness_main)
+        if command == "calibrate":
+            from cnnlib.diagnose.calibration import calibrate_main
+            return with_import_hint(rest, calibrate_main)
+        if command == "triage":
+            from cnnlib.diagnose.triage import triage_main
+            return with_import_hint(rest, triage_main)
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     except CNNLibError as e:
