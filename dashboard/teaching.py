@@ -121,7 +121,8 @@ def _visualize(ckpt_key: str, layer: str | None, channel: int | None, target: in
     from cnnlib.explain import featurevis
     r = featurevis.visualize_channel(_model, layer, channel, target_class=target, steps=steps, seed=seed,
                                 progress=_progress)
-    return {k: r[k] for k in ("image", "start", "objective_history", "start_objective", "final_objective", "seconds")}
+    return {k: r[k] for k in ("image", "start", "start_contrast", "start_gain", "objective_history", "start_objective",
+                              "final_objective", "seconds")}
 
 
 @st.cache_resource(show_spinner=False)

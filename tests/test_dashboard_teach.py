@@ -64,6 +64,7 @@ def test_every_teaching_page_renders(which, monkeypatch, lens_checkpoints, impor
     button(at, "cv_go").click().run()
     ok(at)
     assert _captions(at, "after 16 steps") and "16 steps" in texts(at)
+    assert _captions(at, "start: noise (contrast ×")          # the start shown stretched, not a flat grey (issue 18)
     assert "test images that excite" in texts(at)
     go(at, "Sanity check")
     rhos = re.findall(r"ρ = (-?\d\.\d\d|—)", " ".join(_all_captions(at)))

@@ -137,3 +137,13 @@ def test_label_issue_count_is_an_estimate_only_for_an_accurate_model(accuracy):
     assert r["accuracy"] == float((p.argmax(1) == y).mean())
     trusted = r["accuracy"] >= labels.TRUSTED_ACCURACY
     assert r["estimated_wrong"] == (r["n_issues"] if trusted else None)
+
+
+def test_channel_visualisation_start_is_the_noise_it_starts_from_made_visible(tiny_ckpt):
+    from cnnlib.explain import featurevis
+    from cnnlib.inference import load_model
+    out = featurevis.visualize_channel(load_model(tiny_ckpt, "cpu"), "conv2", 1, steps=1, seed=0)
+    start, shown = out["start"], out["start_contrast"]
+    assert shown.shape == start.shape and shown.min() == 0 and shown.max() == pytest.approx(1)
+    assert float(shown.std()) > 10 * float(start.std())                      # visible, not a flat grey
+    assert np.allclose((start - start.min()) * out["start_gain"], shown, atol=1e-5)   # the very same noise

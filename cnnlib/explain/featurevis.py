@@ -140,7 +140,9 @@ def visualize_channel(model: nn.Module, layer: str | None = None, channel: int |
     largest shift in pixels (default 6% of the side); size: (H, W) or an int (default: the checkpoint's);
     progress: called as progress(step, steps, objective) after every step; relu_redirect: let gradients
     through ReLUs that are dead for the whole image (see RedirectedReLU; forward values are unchanged).
-    Returns {"image": float32 (C, H, W) in [0, 1], "start": the noise image it started from (same shape),
+    Returns {"image": float32 (C, H, W) in [0, 1], "start": the noise image it started from (same shape; close
+    to a flat 0.5 grey, as the spectrum starts small), "start_contrast": that same noise stretched to [0, 1] so
+    it can be seen, "start_gain": the stretch factor,
     "objective_history": [float] (mean objective over the transformed copies, per step), "start_objective",
     "final_objective" (on the untransformed start / final image), "layer", "channel", "target_class",
     "steps", "seed", "seconds"}.
@@ -182,7 +184,11 @@ def visualize_channel(model: nn.Module, layer: str | None = None, channel: int |
         with torch.no_grad():
             final = image().detach()
             final_value = float(objective(final))
-    return {"image": final[0].cpu().numpy().astype(np.float32), "start": start[0].cpu().numpy().astype(np.float32),
+    start = start[0].cpu().numpy().astype(np.float32)
+    spread = float(start.max() - start.min())
+    gain = 1.0 / spread if spread > 1e-8 else 1.0
+    return {"image": final[0].cpu().numpy().astype(np.float32), "start": start,
+            "start_contrast": np.clip((start - start.min()) * gain, 0, 1).astype(np.float32), "start_gain": gain,
             "objective_history": history, "start_objective": start_value, "final_objective": final_value,
             "layer": None if target_class is not None else layer, "channel": channel, "target_class": target_class,
             "steps": steps, "seed": seed, "seconds": time.perf_counter() - t0}

@@ -47,7 +47,9 @@ with ui.guard("visualising the channel"):
             st.info("Press the button above to optimise an image (kept for this checkpoint and settings).")
         else:
             a, b = st.columns(2)
-            a.image(pictures.enlarge(result["start"], SIZE // 2), caption="start: noise", width="stretch")
+            gain = result.get("start_gain", 1.0)           # the start is nearly flat grey: shown stretched
+            a.image(pictures.enlarge(result.get("start_contrast", result["start"]), SIZE // 2), width="stretch",
+                    caption="start: noise" + (f" (contrast × {gain:,.0f})" if gain > 1.5 else ""))
             b.image(pictures.enlarge(result["image"], SIZE), caption=f"after {steps} steps", width="stretch")
             st.caption(f"Objective (mean activation{' / logit' if target is not None else ''}): "
                        f"{result['start_objective']:.3g} at the start → **{result['final_objective']:.3g}** "
