@@ -70,12 +70,18 @@ def train_pixels(ctx: Ctx, notice: bool = True) -> tuple[np.ndarray, np.ndarray]
     """The training split (x uint8 (N, C, H, W), y); None (and with `notice` one sentence) when not on disk."""
     try:
         with ui.spinner("Loading the training images…"):
-            return _train_split(testdata.pixels_key(ctx), ctx.data, ctx.meta)
+            train = _train_split(testdata.pixels_key(ctx), ctx.data, ctx.meta)
     except CNNLibError as e:
         if notice:
             st.info("**The nearest training images need the training split on disk.** "
                     + adapters.missing_data_help(ctx.meta, e, ctx.data), icon=":material/image_not_supported:")
         return None
+    if not len(train[1]):                       # a folder of <class>/* only: all of it is the test split
+        if notice:
+            st.info("**The nearest training images need training images.** This data folder holds only a test "
+                    "set (no train/ folder), so there are none to compare with.", icon=":material/info:")
+        return None
+    return train
 
 
 class _Counted:

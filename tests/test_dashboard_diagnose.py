@@ -330,3 +330,18 @@ def test_probably_mislabelled_says_what_its_count_is(lens_checkpoints):
         assert "confident learning's estimate of how many labels are wrong" in text
     else:
         assert "It is not an estimate of how many labels are wrong" in text
+
+
+def test_a_folder_without_training_images_gets_a_notice_not_an_error(tmp_path):
+    import os
+    from conftest import write_image_folder
+    flat = os.path.join(write_image_folder(tmp_path / "flat", n_train=8, n_test=16), "test")   # <class>/*: all test
+    at = app()
+    widget(at, "side_data").set_value(flat).run()
+    ok(at)
+    go(at, "Nearest training images")                 # ok(): no st.error on the page
+    assert any("training images" in i.value for i in at.info), [i.value for i in at.info]
+    go(at, "Errors")
+    next(b for b in at.button if b.label == "Explain").click().run()
+    ok(at)
+    assert any("training images" in i.value for i in at.info)
