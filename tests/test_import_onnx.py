@@ -304,3 +304,29 @@ def test_every_dashboard_page_opens_on_an_onnx_checkpoint(tmp_path, folder16, mo
     assert images_in(block(at, "fm_grid"))
     go(at, "Saliency")
     assert images_in(block(at, "sal_result"))
+
+
+def test_node_names_cannot_inject_code_into_the_converted_network(tmp_path, monkeypatch):
+    """torch.fx writes module names into generated Python source (getattr(self, "<name>")): a node name with a
+    quote in it must not become code, whether it comes from an .onnx file or from a checkpoint's stored graph."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cnnlib.models.onnx_graph import build_onnx, encode_graph
+    monkeypatch.chdir(tmp_path)
+    payload = 'gap"); getattr(__import__("os"), "system")("touch pwned"); ("'
+    weight = numpy_helper.from_array(np.random.rand(4, 3, 3, 3).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name=payload, pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["y"], name="flat")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [weight])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    net = build_onnx(encode_graph(proto, strip=False))               # the checkpoint path
+    assert net(torch.rand(2, 3, 8, 8)).shape == (2, 4)
+    onnx.save(proto, str(tmp_path / "names.onnx"))
+    rc, _, err = cli("import", tmp_path / "names.onnx", "--data", write_image_folder(tmp_path / "d", 4, 4, size=8),
+                     "--out", tmp_path / "n.pt")                       # the import path
+    assert rc == 0, err
+    load_model(str(tmp_path / "n.pt"))(torch.rand(1, 3, 8, 8))
+    assert not os.path.exists(tmp_path / "pwned")
+    assert all('"' not in name for name, _ in net.named_modules())

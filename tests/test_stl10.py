@@ -103,7 +103,8 @@ def test_cli_import_of_an_onnx_model_on_stl10(tmp_path, present_files_pass):
     from test_import_onnx import cli, export, run_ort
     write_stl10_binary(tmp_path / "root")
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 10))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = export(net, (1, 3, 96, 96), tmp_path / "stl.onnx")

@@ -246,7 +246,8 @@ def _import_onnx(weights, model, data, out, image_size, resize, mean, std, class
                           f"is resized and cropped to {size} px) or a model exported for it")
     norm = {"mean": _stats([0.0] * c if mean is None else mean, c, "mean"),
             "std": _stats([1.0] * c if std is None else std, c, "std")}
-    steps = [f"opset {facts['opset_from']}" + (f" converted to {facts['opset']}" if facts["opset"] != facts["opset_from"] else "")]
+    steps = [f"opset {facts['opset_from']}"
+             + (f" converted to {facts['opset']}" if facts["opset"] != facts["opset_from"] else "")]
     if facts["layout"] == "NHWC":
         steps.append("NHWC input given a Transpose to NCHW")
     if facts["softmax_dropped"]:

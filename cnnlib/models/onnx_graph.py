@@ -5,11 +5,13 @@ checkpoint stores the ONNX graph itself, which is data: its weights are cut out 
 holds them, as for every other model) and the rest is serialized as base64 text in the model's kwargs. At
 load time the graph is converted again with onnx2torch (pinned in requirements.txt), its missing weights
 filled with zeros of the right shape, and then the state dict is loaded over it. Nothing in the graph is
-executed as Python: onnx2torch maps each ONNX operator to a fixed torch module.
+executed as Python: onnx2torch maps each ONNX operator to a fixed torch module, and node names, which
+torch.fx copies into the Python source it generates, are reduced to letters, digits and _ . / - first.
 
     encode_graph(proto, strip=True)  ModelProto -> base64 text, weights (initializers of >= STRIP_MIN elements) cut out
     decode_graph(text)               base64 text -> ModelProto with the cut weights as zeros (refuses external data)
     unsupported_operators(proto)     ["Op (opset N)", ...] that onnx2torch has no converter for
+    safe_node_names(proto)           node names that torch.fx can write into its generated source as plain strings
     to_torch(proto)                  onnx2torch's network in eval(), or one sentence naming what it cannot convert
     require_onnx()                   the onnx module, or one sentence saying which packages to install
     build_onnx(graph, ...)           the network a checkpoint's stored graph describes (get_model("onnx", ...))
@@ -18,15 +20,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from cnnlib.errors import CNNLibError
 
 ONNX_FAMILY = "onnx"
 STRIP_MIN = 16                     # initializers this large are weights (the state dict holds them)
 MAX_ZERO_BYTES = 8 * 2 ** 30       # a stored graph asking for more zero-filled weights than this is refused
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_./-]")   # torch.fx writes module names into Python source, unescaped
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
 
-__all__ = ["ONNX_FAMILY", "build_onnx", "require_onnx", "decode_graph", "encode_graph", "to_torch", "unsupported_operators"]
+__all__ = ["ONNX_FAMILY", "build_onnx", "decode_graph", "encode_graph", "require_onnx", "safe_node_names", "to_torch",
+           "unsupported_operators"]
 
 
 def require_onnx():
@@ -124,17 +129,31 @@ def unsupported_operators(proto) -> list[str]:
     return out
 
 
+def safe_node_names(proto) -> int:
+    """Rename, in place, every node whose name holds a character other than letters, digits, _ . / -: the names
+    become module names that torch.fx writes into generated source as getattr(self, "<name>") without escaping,
+    so a quote in a node name would be Python code run on the first forward pass. Returns how many changed."""
+    changed = 0
+    for node in proto.graph.node:
+        clean = _UNSAFE_NAME.sub("_", node.name)[:200]
+        if clean != node.name:
+            node.name, changed = clean, changed + 1
+    return changed
+
+
 def to_torch(proto):
-    """onnx2torch's conversion of `proto`, in eval(); one sentence naming the operators it lacks, or what
-    else stopped it."""
+    """onnx2torch's conversion of `proto` (node names made safe first, in place), in eval(); one sentence
+    naming the operators it lacks, or what else stopped it."""
     require_onnx()
     from onnx2torch import convert
 
+    safe_node_names(proto)
     missing = unsupported_operators(proto)
     if missing:
+        them = "them" if len(missing) > 1 else "it"
         raise CNNLibError(f"the ONNX graph uses {'operators' if len(missing) > 1 else 'the operator'} "
                           f"{', '.join(missing)}, which onnx2torch 1.5.15 cannot convert to PyTorch; export the "
-                          f"model without {'them' if len(missing) > 1 else 'it'} (or at another opset) and import again")
+                          f"model without {them} (or at another opset) and import again")
     try:
         net = convert(proto)
     except NotImplementedError as e:
