@@ -71,7 +71,7 @@ def import_main(argv) -> int:
     p.add_argument("--model",
                    help="simple_cnn | resnet9 | torchvision/<name> (e.g. torchvision/resnet18) | timm/<name> "
                         "(required, except for .onnx files)")
-    p.add_argument("--data", required=True, help="cifar10 | mnist | fashion-mnist | an ImageFolder PATH")
+    p.add_argument("--data", required=True, help="cifar10 | mnist | fashion-mnist | stl10 | an ImageFolder PATH")
     p.add_argument("--out", metavar="CKPT", help="checkpoint to write (default: checkpoints/<weights name>.pt)")
     p.add_argument("--image-size", type=int, metavar="N",
                    help="square input size (default: the family's crop, 224 for torchvision/, timm's pretrained "
@@ -81,7 +81,8 @@ def import_main(argv) -> int:
                         "torchvision/; 0 for cnnlib models: the shorter side goes straight to --image-size)")
     p.add_argument("--mean", type=float, nargs="+", metavar="M",
                    help="per-channel mean in [0, 1] units the model was trained with, e.g. 0.5 0.5 0.5 "
-                        "(default: the family's, ImageNet's; for cnnlib models the training split's)")
+                        "(default: the family's, ImageNet's; for cnnlib models the training split's; for .onnx "
+                        "files none: mean 0, std 1)")
     p.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel std, as --mean")
     p.add_argument("--classes", metavar="FILE", help="text file with the class names, one per line, in the "
                                                      "model's output order (default: the data's class folders, sorted)")
