@@ -15,7 +15,7 @@ commands:
   train     train a model and write a checkpoint                  (python -m cnnlib train --help)
   predict   classify images with a checkpoint                      (python -m cnnlib predict --help)
   evaluate  metrics of a checkpoint on a split                     (python -m cnnlib evaluate --help)
-  import    your own weights (.pth, .safetensors) -> a checkpoint  (python -m cnnlib import --help)
+  import    your weights (.pth, .safetensors, .onnx) -> a checkpoint (python -m cnnlib import --help)
   export    a checkpoint -> ONNX, TorchScript or safetensors       (python -m cnnlib export --help)
   dashboard open the dashboard on a folder of checkpoints          (python -m cnnlib dashboard --help)
   lesson    a static lesson (CNN Explainer + exercises) in one file (python -m cnnlib lesson --help)
