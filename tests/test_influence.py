@@ -1,0 +1,66 @@
+"""TracIn influence on the final layer: a planted duplicate of a training image with a wrong label is among the
+top opponents or proponents of that image; the scores are Captum's and match the closed form of the last layer."""
+import numpy as np
+import pytest
+import torch
+
+from cnnlib.errors import CNNLibError
+from cnnlib.explain.influence import influence_for_checkpoint, proponents_opponents, train_features
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_ckpt):
+    from cnnlib.data.spec import load_checkpoint_split
+    from cnnlib.inference import load_model
+    model = load_model(tiny_ckpt)
+    x, y = load_checkpoint_split(model.meta, "train")
+    return model, np.asarray(x), np.asarray(y)
+
+
+def test_planted_mislabelled_duplicate_is_found(setup):
+    model, x, y = setup
+    k = len(model.meta["classes"])
+    found = 0
+    picks = [int(np.flatnonzero(y == c)[0]) for c in range(k)]
+    for i in picks:                                        # one training image of each class
+        wrong = (y[i] + 1) % k
+        xt = np.concatenate([x, x[i:i + 1]])              # the duplicate, with a wrong label, last
+        yt = np.concatenate([y, [wrong]])
+        res = proponents_opponents(model, x[i], xt, yt, k=3)
+        planted = len(yt) - 1
+        top = set(res["opponents"]["indices"].tolist()) | set(res["proponents"]["indices"].tolist())
+        found += planted in top
+        assert len(res["opponents"]["indices"]) == 3 and res["opponents"]["scores"][0] <= res["proponents"]["scores"][0]
+    assert found == len(picks), f"the planted duplicate was in the top 3 for {found} of {len(picks)} images"
+
+
+def test_scores_match_the_final_layer_closed_form(setup):
+    model, x, y = setup
+    f = train_features(model, x)
+    res = proponents_opponents(model, x[5], train_y=y, features=f, k=len(y))
+    from cnnlib.models.anatomy import penultimate_features, penultimate_layer
+    from cnnlib.modelops import get_layer
+    fc = get_layer(model, penultimate_layer(model))
+    ft = penultimate_features(model, torch.from_numpy(np.array(x[5:6])))["features"][0]
+
+    def grad(feat, label):                                 # d(cross-entropy)/d(logits) = softmax - one-hot
+        z = torch.from_numpy(feat) @ fc.weight.detach().T + fc.bias.detach()
+        return (torch.softmax(z, -1) - torch.nn.functional.one_hot(torch.tensor(label), z.shape[-1])).numpy()
+
+    gt = grad(ft, res["label"])
+    want = np.array([(grad(f[j], int(y[j])) @ gt) * (f[j] @ ft) for j in range(len(y))])
+    idx, scores = res["proponents"]["indices"], res["proponents"]["scores"]
+    assert np.allclose(scores, want[idx], rtol=1e-3, atol=1e-4)
+    assert idx[0] == int(np.argmax(want))
+
+
+def test_bad_inputs_and_checkpoint_cache(setup, tiny_ckpt):
+    model, x, y = setup
+    with pytest.raises(CNNLibError, match="one image"):
+        proponents_opponents(model, x[:2], x, y)
+    with pytest.raises(CNNLibError, match="another model"):
+        proponents_opponents(model, x[0], train_y=y, features=np.zeros((len(y), 3), np.float32))
+    a = influence_for_checkpoint(model, x[0], k=4)
+    b = influence_for_checkpoint(model, x[0], k=4)        # features read back from the cache
+    assert np.array_equal(a["proponents"]["indices"], b["proponents"]["indices"])
+    assert np.allclose(a["opponents"]["scores"], b["opponents"]["scores"])
