@@ -245,6 +245,12 @@ def test_a_damaged_or_hostile_stored_graph_is_refused(resnet_onnx, tmp_path):
     entry.key, entry.value = "location", "/etc/passwd"
     with pytest.raises(CNNLibError, match="external data"):
         decode_graph(encode_graph(proto, strip=False))
+    # a few bytes of graph must not make the loader allocate gigabytes of zeros
+    proto = onnx.load(resnet_onnx["onnx"])
+    del proto.graph.initializer[0].dims[:]
+    proto.graph.initializer[0].dims.extend([2 ** 20, 2 ** 11])      # 8 GiB of float32
+    with pytest.raises(CNNLibError, match="more than 4 GiB"):
+        decode_graph(encode_graph(proto, strip=True))
 
 
 class BatchOfOne(nn.Module):

@@ -26,7 +26,7 @@ from cnnlib.errors import CNNLibError
 
 ONNX_FAMILY = "onnx"
 STRIP_MIN = 16                     # initializers this large are weights (the state dict holds them)
-MAX_ZERO_BYTES = 8 * 2 ** 30       # a stored graph asking for more zero-filled weights than this is refused
+MAX_ZERO_BYTES = 4 * 2 ** 30       # a stored graph asking for more zero-filled weights than this is refused
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_./-]")   # torch.fx writes module names into Python source, unescaped
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
 
@@ -99,7 +99,7 @@ def decode_graph(text: str):
                 raise CNNLibError(f"the stored ONNX graph gives the weight {t.name!r} a negative size")
             total += _elements(t) * np.dtype(dtype).itemsize
             if total > MAX_ZERO_BYTES:
-                raise CNNLibError("the stored ONNX graph asks for more than 8 GiB of weights; refusing to build it")
+                raise CNNLibError("the stored ONNX graph asks for more than 4 GiB of weights; refusing to build it")
             t.CopyFrom(numpy_helper.from_array(np.zeros(tuple(int(d) for d in t.dims), dtype), t.name))
     return proto
 
