@@ -71,7 +71,7 @@ def cancel():
 
 
 def one_sentence(e: Exception) -> str:
-    return ui.one_sentence(str(e))
+    return ui.capitalised(ui.one_sentence(str(e)))
 
 
 def finished_now(job) -> bool:

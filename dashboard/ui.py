@@ -69,6 +69,13 @@ def one_sentence(message: str, limit: int = 220) -> str:
     return text if text.endswith((".", "!", "?", "…")) else text + "."
 
 
+def capitalised(text: str) -> str:
+    """A sentence shown on its own starts with a capital letter; a first word that is a file name or code
+    (`x.pt`, `cnnlib.train`) stays as written."""
+    first = text.split(" ", 1)[0]
+    return text[:1].upper() + text[1:] if re.fullmatch(r"[a-z][a-z'’-]*[,:;]?", first) else text
+
+
 def checked(what: str, fn, *args, **kwargs):
     """fn(*args, **kwargs), or on failure `guard`'s one clear st.error and the end of the page."""
     with guard(what):
@@ -83,7 +90,7 @@ def guard(what: str = "drawing this part of the page"):
     try:
         yield
     except CNNLibError as e:
-        st.error(one_sentence(str(e)))
+        st.error(capitalised(one_sentence(str(e))))
     except Exception as e:  # noqa: BLE001
         log.error("error while %s:\n%s", what, traceback.format_exc())
         st.error(f"Something went wrong while {what} ({type(e).__name__}). "

@@ -345,3 +345,16 @@ def test_a_folder_without_training_images_gets_a_notice_not_an_error(tmp_path):
     next(b for b in at.button if b.label == "Explain").click().run()
     ok(at)
     assert any("training images" in i.value for i in at.info)
+
+
+def test_error_sentences_start_with_a_capital_letter(monkeypatch):
+    import ui
+    from cnnlib.diagnose import compare
+    from cnnlib.errors import CNNLibError
+
+    def refuse(*a, **k):
+        raise CNNLibError("comparing needs the same images: got 3 targets")
+    monkeypatch.setattr(compare, "compare", refuse)
+    at = go(app(), "Two models", errors=True)
+    assert [e.value for e in at.error] == ["Comparing needs the same images: got 3 targets."]
+    assert ui.capitalised("x.pt was refused.") == "x.pt was refused."          # a file name stays as written
