@@ -4,7 +4,7 @@ Images of any format are decoded safely and fitted the torchvision way; a checkp
     datasets   load_dataset (train/val/test splits of a named dataset or an ImageFolder), augment_batch,
                channel_stats, resolve_root, resolve_path, missing_dataset_message, NAMED, OFFLINE_CIFAR_ARCHIVE
     spec       a checkpoint's data: checkpoint_data_spec -> DataSpec, load_checkpoint_split, folder_split,
-               missing_data_help (one sentence), DataMismatch
+               missing_data_help (one sentence), skipped_files (undecodable files left out), DataMismatch
     cache      decoded splits on disk: cached_split, read_split, write_split, decode_files, folder_layout, scan,
                release_rows, preprocessing_for
     images     load_image (any mode, size, EXIF, bombs refused), fit_image, to_uint8_chw, to_model_input
