@@ -358,3 +358,31 @@ def test_error_sentences_start_with_a_capital_letter(monkeypatch):
     at = go(app(), "Two models", errors=True)
     assert [e.value for e in at.error] == ["Comparing needs the same images: got 3 targets."]
     assert ui.capitalised("x.pt was refused.") == "x.pt was refused."          # a file name stays as written
+
+
+def test_training_table_best_epoch_column_has_one_type(lens_checkpoints, imported_ckpt, tmp_path, monkeypatch):
+    import logging
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage() + str(record.exc_info or ""))
+    arrow_log = logging.getLogger("streamlit.dataframe_util")   # Streamlit's loggers do not propagate
+    keep = Keep(logging.DEBUG)
+    arrow_log.addHandler(keep)
+    monkeypatch.setattr(arrow_log, "level", logging.DEBUG)
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    shutil.copy(lens_checkpoints["tiny"], folder / "tiny.pt")
+    shutil.copy(imported_ckpt["path"], folder / "imported.pt")         # no best epoch
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(folder))
+    at = app()
+    widget(at, "side_ckpt").set_value(str(folder / "tiny.pt")).run()
+    try:
+        at.switch_page("views/training.py").run()
+    finally:
+        arrow_log.removeHandler(keep)
+    ok(at)
+    df = next(d.value for d in at.dataframe if "best epoch" in d.value.columns)
+    assert len(df) == 2 and "—" in list(df["best epoch"]) and len({type(v) for v in df["best epoch"]}) == 1
+    assert not [m for m in seen if "Arrow" in m], seen      # no pyarrow conversion failure in the server log

@@ -75,7 +75,7 @@ with ui.guard("drawing the training curves"):
                    "Click legend entries to hide a run; the camera icon saves the chart as PNG.")
         ui.download_csv(rows_csv, "training-history.csv", key="train_csv")
     summaries = [(r, checkpoints.summary(r)) for r in runs]
-    st.dataframe([{"run": r.label, "best epoch": s["best_epoch"] or "—",
+    st.dataframe([{"run": r.label, "best epoch": "—" if s["best_epoch"] is None else str(s["best_epoch"]),  # one type
                    "best validation accuracy": ui.pct(s["best_val_acc"]), "test accuracy": ui.pct(s["test_acc"]),
                    "training time": ui.duration(s["train_seconds"]), "recipe": s["recipe"], "model": s["model"]}
                   for r, s in summaries], hide_index=True, width="stretch", key="train_runs")
