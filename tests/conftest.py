@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(2)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)   # two xdist workers: one thread each
 
 CLASSES4 = ["red", "green", "blue", "gray"]
 
