@@ -23,7 +23,7 @@ DEFAULT_DATA_ROOT = os.path.join("~", ".cache", "cnnlib")  # used when neither f
 @dataclass
 class TrainConfig:
     # --- data ---
-    data: str = "cifar10"          # cifar10 | mnist | fashion-mnist | path to an ImageFolder tree
+    data: str = "cifar10"          # cifar10 | mnist | fashion-mnist | stl10 | path to an ImageFolder tree
     data_root: str = ""            # where datasets and decoded caches live; "" -> $CNNLIB_DATA_ROOT or ~/.cache/cnnlib
     download: bool = True          # let torchvision download named datasets when missing
     val_size: int = 5000           # images held out of the training split for validation (best-checkpoint choice)

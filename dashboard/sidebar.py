@@ -119,7 +119,7 @@ def draw(load_model: bool = True) -> tuple[Ctx | None, str | None]:
             st.caption(f"No checkpoints in `{checkpoints.checkpoint_dir()}` yet.")
         st.text_input("Data folder (optional)", placeholder="the checkpoint's own dataset",
                       help="Where the test images are: an ImageFolder tree (train/<class>/…, test/<class>/…) "
-                           "or cifar10 / mnist / fashion-mnist. Empty: the dataset recorded in the checkpoint. "
+                           "or cifar10 / mnist / fashion-mnist / stl10. Empty: the dataset recorded in the checkpoint. "
                            "Relative paths start at the repository root.",
                       **ui.kept("side_data", ""))
         ctx, problem = None, None

@@ -8,7 +8,7 @@ import ui
 
 import checkpoints
 
-DATASETS = ["cifar10", "fashion-mnist", "mnist", "a folder (ImageFolder tree)"]
+DATASETS = ["cifar10", "fashion-mnist", "mnist", "stl10", "a folder (ImageFolder tree)"]
 _SEEN = "train_live.seen_status"           # session state: {job id: last status drawn} (to notice the finish)
 
 
@@ -48,7 +48,7 @@ def default_threads() -> int:
 
 def dataset_value(choice: str, folder: str) -> str:
     """The `data` setting: a named dataset, or the typed folder (relative paths from the repository root)."""
-    if choice in DATASETS[:3]:
+    if choice in DATASETS[:-1]:
         return choice
     text = os.path.expanduser(folder.strip())
     return text if not text or os.path.isabs(text) else str(checkpoints.REPO_ROOT / text)

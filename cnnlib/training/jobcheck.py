@@ -167,7 +167,8 @@ def check_data(cfg: TrainConfig, cwd: str, can_download) -> None:
         cls = getattr(tvd, data_mod.NAMED[key])
         with contextlib.suppress(Exception):          # torchvision: "Dataset not found or corrupted": go on below
             for train in (True, False):
-                cls(root, train=train, download=False)
+                cls(root, download=False, **({"split": "train" if train else "test"} if key == "stl10"
+                                             else {"train": train}))      # STL-10 names its splits
             return
         if not cfg.download:
             raise DatasetError(data_mod.missing_dataset_message(key, root, "downloads are turned off"))
