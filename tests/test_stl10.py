@@ -118,3 +118,16 @@ def test_cli_import_of_an_onnx_model_on_stl10(tmp_path, present_files_pass):
     expected = torch.softmax(torch.from_numpy(run_ort(path, x.numpy())), 1)
     assert float((ckpt["test_predictions"]["probs"] - expected).abs().max()) < 1e-4
     assert data_mod.TITLES[ckpt["data"]["name"]] == "STL-10"
+
+
+def test_a_training_job_finds_stl10_on_disk_before_it_is_decoded(tmp_path, present_files_pass):
+    """The dashboard's pre-start data check asks torchvision's STL10 for its splits by name (split=, not train=):
+    a copy on disk that was never decoded must not be reported as impossible to download."""
+    from cnnlib.config import TrainConfig
+    from cnnlib.training.jobcheck import check_data
+    write_stl10_binary(str(tmp_path / "root"))
+    cfg = TrainConfig(data="stl10", data_root=str(tmp_path / "root"), download=False)
+    check_data(cfg, str(tmp_path), can_download=lambda key: False)      # no DatasetError
+    with pytest.raises(DatasetError, match="STL-10"):
+        check_data(TrainConfig(data="stl10", data_root=str(tmp_path / "empty"), download=False), str(tmp_path),
+                   can_download=lambda key: False)

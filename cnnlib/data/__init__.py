@@ -1,8 +1,8 @@
 """The data path: datasets by name or folder become uint8 arrays, decoded once into memory-mapped caches.
 Images of any format are decoded safely and fitted the torchvision way; a checkpoint finds its own data.
 
-    datasets   load_dataset (train/val/test splits of a named dataset or an ImageFolder), augment_batch,
-               channel_stats, resolve_root, resolve_path, missing_dataset_message, NAMED, OFFLINE_CIFAR_ARCHIVE
+    datasets   load_dataset (train/val/test splits of a named dataset or an ImageFolder), torchvision_split,
+               augment_batch, channel_stats, resolve_root, resolve_path, missing_dataset_message, NAMED
     spec       a checkpoint's data: checkpoint_data_spec -> DataSpec, load_checkpoint_split, folder_split,
                missing_data_help (one sentence), skipped_files (undecodable files left out), DataMismatch
     cache      decoded splits on disk: cached_split, read_split, write_split, decode_files, folder_layout, scan,

@@ -28,7 +28,7 @@ from cnnlib.data.cache import unreadable as _unreadable
 from cnnlib.errors import DatasetError
 
 __all__ = ["NAMED", "OFFLINE_CIFAR_ARCHIVE", "augment_batch", "channel_stats", "load_dataset",
-           "missing_dataset_message", "resolve_path", "resolve_root"]
+           "missing_dataset_message", "resolve_path", "resolve_root", "torchvision_split"]
 
 NAMED = {"cifar10": "CIFAR10", "mnist": "MNIST", "fashion-mnist": "FashionMNIST",  # --data name -> torchvision
          "stl10": "STL10"}
@@ -101,27 +101,33 @@ def _short(names) -> str:
 
 # ----------------------------------------------------------------------------- torchvision datasets
 
+def torchvision_split(name: str, root: str, which: str, download: bool = False):
+    """torchvision's dataset object for a name in NAMED and `which` ("train" or "test"); RuntimeError when it is
+    not on disk (and not downloaded). STL-10 by its split name, without its unlabeled 100,000 images (neither
+    read nor checked, so that 2.7 GB file may be absent)."""
+    import torchvision.datasets as tvd
+    cls = getattr(tvd, NAMED[name])
+    if name == "stl10":
+        cls = type("STL10Labeled", (cls,), {"train_list": cls.train_list[:2]})
+        return cls(root, split=which, download=download)
+    return cls(root, train=which == "train", download=download)
+
+
 def _named_split(name: str, root: str, which: str, download: bool, mode: str = "r"):
     """(x uint8 (N, C, H, W) memmap, y int64 (N,), classes) of torchvision's train or test set."""
     key = f"{name}-v{CACHE_VERSION}-{which}"
     hit = read_split(root, key, mode)
     if hit is not None:
         return hit
-    import torchvision.datasets as tvd
-
-    cls = getattr(tvd, NAMED[name])
     if name == "fashion-mnist":
         _adopt_debian_fashion_mnist(os.path.join(root, "FashionMNIST", "raw"))
-    split = {"train": which == "train"}
-    if name == "stl10":   # split= and (N, C, 96, 96) already; its unlabeled 100,000 images neither read nor checked
-        cls, split = type("STL10Labeled", (cls,), {"train_list": cls.train_list[:2]}), {"split": which}
     try:
-        ds = cls(root, **split, download=False)
+        ds = torchvision_split(name, root, which, download=False)
     except RuntimeError:  # not on disk (or corrupt): torchvision says "Dataset not found"
         if not download:
             raise DatasetError(missing_dataset_message(name, root, "downloads are turned off")) from None
         try:
-            ds = cls(root, **split, download=True)
+            ds = torchvision_split(name, root, which, download=True)
         except Exception as e:  # noqa: BLE001 - URLError, socket errors, HTTP errors, checksum errors
             raise DatasetError(missing_dataset_message(name, root, f"{type(e).__name__}: {str(e)[:120]}")) from None
     x = np.asarray(ds.data)

@@ -163,12 +163,9 @@ def check_data(cfg: TrainConfig, cwd: str, can_download) -> None:
         if key == "fashion-mnist" and all(os.path.isfile(os.path.join(data_mod.DEBIAN_FASHION_MNIST, n + ".gz"))
                                           for n in data_mod.FASHION_FILES):
             return                                                    # train unpacks Debian's copy by itself
-        import torchvision.datasets as tvd
-        cls = getattr(tvd, data_mod.NAMED[key])
         with contextlib.suppress(Exception):          # torchvision: "Dataset not found or corrupted": go on below
-            for train in (True, False):
-                cls(root, download=False, **({"split": "train" if train else "test"} if key == "stl10"
-                                             else {"train": train}))      # STL-10 names its splits
+            for which in ("train", "test"):
+                data_mod.torchvision_split(key, root, which)
             return
         if not cfg.download:
             raise DatasetError(data_mod.missing_dataset_message(key, root, "downloads are turned off"))
