@@ -208,6 +208,18 @@ def history_rows(meta: dict) -> list[dict]:
     return [{k: float(r[k]) for k in keys if isinstance(r.get(k), (int, float))} for r in meta.get("history") or []]
 
 
+def _head_scale(model: nn.Module, layout: dict, lin: nn.Linear, x_uint8) -> float | None:
+    """The factor the network applies after its last Linear (resnet9: 0.125; most: 1.0), or None when the
+    logits are not a multiple of the Linear's output (the page then shows only the model's own scores)."""
+    from cnnlib.lesson.graph import torch_outputs
+    outs = torch_outputs(model, x_uint8, layout)
+    with torch.no_grad():
+        fc = lin(torch.from_numpy(outs[f"{layout['head']['name']}:input"])[None])[0].double()
+    logits = torch.from_numpy(outs["logits"]).double()
+    scale = float((fc @ logits) / (fc @ fc).clamp_min(1e-30))
+    return float(f"{scale:.6g}") if torch.allclose(fc * scale, logits, rtol=1e-4, atol=1e-5) else None
+
+
 def lesson_payload(model: nn.Module, layout: dict, images: int = 5, title: str | None = None,
                    saliency_limit: int | None = None) -> dict:
     """Everything the page shows, from the checkpoint and from torch (see the module docstring), and under
@@ -221,7 +233,7 @@ def lesson_payload(model: nn.Module, layout: dict, images: int = 5, title: str |
     if layout.get("head"):
         lin = net.get_submodule(layout["head"]["name"])
         head = {"name": layout["head"]["name"], "weight": f32(lin.weight),
-                "bias": None if lin.bias is None else f32(lin.bias)}
+                "bias": None if lin.bias is None else f32(lin.bias), "scale": _head_scale(model, layout, lin, x[0])}
     c = meta["input_shape"][0]
     limit = saliency_limit if saliency_limit is not None else (12 if meta["input_shape"][1] <= 64 else 3)
     name = (meta.get("model") or {}).get("name", type(model).__name__)

@@ -268,16 +268,16 @@ L.headSteps = function headSteps(outs, target) {
   const logits = Array.from(outs.logits.data);
   const soft = L.softmax(logits);
   const res = { logits, softmax: soft, probs: soft.probs, top: soft.probs.indexOf(Math.max(...soft.probs)) };
-  if (!P.head) return res;
+  if (!P.head || P.head.scale == null) return res;
   const inp = outs[P.head.name + ':input'].data, W = L.f32c('head.weight', P.head.weight), b = P.head.bias ? L.f32c('head.bias', P.head.bias) : null;
   const d = inp.length, t = target == null ? res.top : target;
   const contributions = Array.from(inp, (v, j) => v * W[t * d + j]);
   const order = contributions.map((v, j) => j).sort((a, c) => Math.abs(contributions[c]) - Math.abs(contributions[a]));
   const sum = contributions.reduce((a, c) => a + c, 0);
-  const js = [];
-  for (let k = 0; k < P.classes.length; k++) { let s = b ? b[k] : 0; for (let j = 0; j < d; j++) s += inp[j] * W[k * d + j]; js.push(s); }
-  return Object.assign(res, { target: t, input: inp, contributions, top_terms: order.slice(0, 10), sum, bias: b ? b[t] : 0,
-                              logit_js: sum + (b ? b[t] : 0), logits_js: js });
+  const js = [], scale = P.head.scale;
+  for (let k = 0; k < P.classes.length; k++) { let s = b ? b[k] : 0; for (let j = 0; j < d; j++) s += inp[j] * W[k * d + j]; js.push(s * scale); }
+  return Object.assign(res, { target: t, input: inp, contributions, top_terms: order.slice(0, 10), sum, bias: b ? b[t] : 0, scale,
+                              logit_js: (sum + (b ? b[t] : 0)) * scale, logits_js: js });
 };
 const cache = {};
 L.f32c = (key, o) => (cache[key] = cache[key] || L.f32(o));

@@ -180,12 +180,12 @@ L.drawHead = function drawHead() {
   if (!L.current.outs) return;
   box.replaceChildren();
   const h = L.headSteps(L.current.outs);
-  if (P.head) {
+  if (P.head && h.logit_js != null) {
     box.append(el('h2', { text: `${P.head.name}: the class score of ${P.classes[h.target]}` }),
       el('p', { text: `logit = Σ input × weight + bias over ${h.input.length} inputs. The ten largest terms:` }),
       el('table', { class: 'nums wide' }, el('tr', {}, ['input #', 'input', 'weight', 'product'].map((t) => el('th', { text: t }))),
         h.top_terms.map((j) => el('tr', {}, [j, fmt(h.input[j], 4), fmt(h.input[j] ? h.contributions[j] / h.input[j] : 0, 4), fmt(h.contributions[j], 4)].map((t) => el('td', { text: String(t) }))))),
-      el('p', { class: 'eq', text: `sum ${fmt(h.sum, 4)} + bias ${fmt(h.bias, 4)} = ${fmt(h.logit_js, 4)} (the ONNX model: ${fmt(h.logits[h.target], 4)})` }));
+      el('p', { class: 'eq', text: `(sum ${fmt(h.sum, 4)} + bias ${fmt(h.bias, 4)})${h.scale !== 1 ? ' × ' + h.scale + ' (the network scales its scores)' : ''} = ${fmt(h.logit_js, 4)} (the ONNX model: ${fmt(h.logits[h.target], 4)})` }));
   }
   const s = h.softmax;
   box.append(el('h2', { text: 'Softmax: scores → probabilities' }),
