@@ -72,7 +72,8 @@ def upload(ctx: Ctx, up) -> Picked | None:
 
 def model_view_caption(size: tuple[int, int], input_shape, preprocessing: dict | None) -> str | None:
     """One sentence on how an upload of `size` (width, height) became the model's input, step by step as
-    cnnlib.data.images.fit_image does it; None when the upload already has the model's size."""
+    cnnlib.data.images.fit_image does it (sizes with no-break spaces: "32 × 32" stays on one line); None when
+    the upload already has the model's size."""
     _, h, w = (int(v) for v in input_shape)
     iw, ih = (int(v) for v in size)
     if (iw, ih) == (w, h):
@@ -83,15 +84,15 @@ def model_view_caption(size: tuple[int, int], input_shape, preprocessing: dict |
     if resize > 0:
         scale = resize / min(cw, ch)
         cw, ch = max(1, round(cw * scale)), max(1, round(ch * scale))
-        steps.append(f"resized to {cw} × {ch} (shorter side {resize} px)")
+        steps.append(f"resized to {cw}\u00a0×\u00a0{ch} (shorter side {resize} px)")
     if crop > 0 and (cw > crop or ch > crop):
         cw, ch = min(crop, cw), min(crop, ch)
-        steps.append(f"then its centre {cw} × {ch} cropped")
+        steps.append(f"then its centre {cw}\u00a0×\u00a0{ch} cropped")
     if (cw, ch) != (w, h):
         squeezed = abs(cw / ch - w / h) > 0.01
-        steps.append(f"{'then ' if steps else ''}{'squeezed' if squeezed else 'scaled'} to {w} × {h}"
+        steps.append(f"{'then ' if steps else ''}{'squeezed' if squeezed else 'scaled'} to {w}\u00a0×\u00a0{h}"
                      + (" (its proportions change)" if squeezed else ""))
-    return f"What the model sees: your {iw} × {ih} image {', '.join(steps)}."
+    return f"What the model sees: your {iw}\u00a0×\u00a0{ih} image {', '.join(steps)}."
 
 
 def show_model_view(ctx: Ctx, pick: Picked, key: str) -> None:

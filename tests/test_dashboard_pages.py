@@ -282,7 +282,7 @@ def test_an_upload_of_another_shape_shows_what_the_model_sees(lens_checkpoints):
     ok(at)
     view = block(at, "fm_model_view")
     assert view is not None and len(images_in(view)) == 2           # the upload and the model's input
-    sentence = [c.value for c in walk(view) if getattr(c, "type", None) == "caption"]
+    sentence = [c.value.replace("\u00a0", " ") for c in walk(view) if getattr(c, "type", None) == "caption"]
     assert sentence == [f"What the model sees: your 100 × 70 image squeezed to {w} × {h} (its proportions change)."]
     at.file_uploader(key="fm_upload").set_value(("fits.png", png((w, h)), "image/png")).run()
     ok(at)
