@@ -71,6 +71,20 @@ def test_closed_form_corruptions_match_the_published_definitions():
     assert np.mean((hit == 0) | (hit == 255)) == pytest.approx(P["impulse_noise"][4], rel=0.2)
 
 
+def test_zoom_is_scipy_zoom_order_1():
+    from scipy.ndimage import zoom
+
+    from cnnlib.diagnose.robustness import _zoom
+    rng = np.random.default_rng(0)
+    for h, f in ((32, 1.01), (32, 1.26), (28, 1.75), (64, 2.25)):
+        x = rng.random((h, h, 3))
+        ch = int(np.ceil(h / f))
+        top = (h - ch) // 2
+        z = zoom(x[top:top + ch, top:top + ch], (f, f, 1), order=1)
+        t = (z.shape[0] - h) // 2
+        assert np.allclose(_zoom(x, f), z[t:t + h, t:t + h], atol=1e-12)
+
+
 def test_bad_arguments_are_one_sentence():
     x = images(1)[0]
     with pytest.raises(CNNLibError, match="unknown corruption"):

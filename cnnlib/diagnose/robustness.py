@@ -8,21 +8,21 @@
                            (of any corruption) at which they become wrong, first the earliest
     corrupt(x_hwc_uint8, "fog", 3, rng)                          # one image (H, W, C) uint8 -> the same shape
 
-The corruptions and their 5 parameter sets follow Hendrycks & Dietterich (ICLR 2019), CIFAR-10-C's definitions
-(make_cifar_c.py of github.com/hendrycks/robustness), re-implemented in numpy / scipy / OpenCV / Pillow because the
-maintained package (imagecorruptions) either breaks on NumPy 2 and scikit-image >= 0.19 (1.1.2) or pulls in
-opencv-python beside our opencv-python-headless (imagecorruptions-imaug), and has ImageNet-C's parameters, which
-at 32 px blur an image away at severity 1. Deviations: images other than 32 px have their spatial parameters
-(blur radii, shuffle distance, zoom layer) scaled by H / 32; motion blur (ImageMagick in the original) is a
-one-sided Gaussian line kernel, as imagecorruptions re-implements it; frost blends a crop of the frost photographs
-shipped with the imagecorruptions package when it is installed, else a procedural ice layer (plasma fractal with
-crystalline streaks), so frost figures are approximate without it. Grayscale images are corrupted as RGB and
-converted back. Each (corruption, severity) draws from its own seeded generator: results are reproducible.
+The corruptions and their 5 parameter sets are CIFAR-10-C's (Hendrycks & Dietterich, ICLR 2019; make_cifar_c.py of
+github.com/hendrycks/robustness) in numpy / scipy / OpenCV / Pillow: imagecorruptions 1.1.2 breaks on NumPy 2 and
+scikit-image >= 0.19, its fork imagecorruptions-imaug pulls opencv-python beside our headless OpenCV, and both
+carry ImageNet-C's 224-px parameters, which blur a 32-px image away at severity 1. Deviations: other image sizes
+have the spatial parameters (blur radii, shuffle distance, snow streaks) scaled by H / 32; motion blur (ImageMagick
+in the original) is a one-sided Gaussian line kernel, as imagecorruptions re-implements it; frost blends a crop of
+imagecorruptions' frost photographs when that package is installed, else a procedural ice layer (plasma fractal and
+streaks): frost figures are approximate without it. Grayscale images are corrupted as RGB and converted back. Each
+(corruption, severity) draws from its own seeded generator: results are reproducible.
 CLI: python -m cnnlib robustness CKPT [--data PATH] [--images N] [--json]
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from cnnlib.errors import CNNLibError
+from cnnlib.io.files import atomic_write
 
 __all__ = ["CORRUPTIONS", "corrupt", "robustness", "robustness_for_checkpoint", "format_table", "robustness_main"]
 
@@ -97,14 +98,29 @@ def _motion(x, radius: float, sigma: float, angle: float) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=512)
+def _linear(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix of linear interpolation with the end points aligned: scipy.ndimage.zoom's order=1
+    sampling (output i reads input i (n_in - 1) / (n_out - 1))."""
+    pos, m = np.arange(n_out) * ((n_in - 1) / max(n_out - 1, 1)), np.zeros((n_out, n_in))
+    lo = np.minimum(np.floor(pos).astype(int), n_in - 1)
+    hi, frac = np.minimum(lo + 1, n_in - 1), pos - lo
+    m[np.arange(n_out), lo] += 1 - frac
+    m[np.arange(n_out), hi] += frac
+    return m
+
+
 def _zoom(x, factor: float) -> np.ndarray:
-    """Centre crop of 1/factor of the image, zoomed back to its size (bilinear)."""
-    from scipy.ndimage import zoom
+    """Centre crop of 1/factor of the image, zoomed back to its size (bilinear; scipy.ndimage.zoom(order=1), as
+    the definition, computed as two small matrix products)."""
     h = x.shape[0]
     ch = int(np.ceil(h / factor))
     top = (h - ch) // 2
-    z = zoom(x[top:top + ch, top:top + ch], (factor, factor) + (1,) * (x.ndim - 2), order=1)
-    t = (z.shape[0] - h) // 2
+    out = int(round(ch * factor))
+    m = _linear(ch, out)
+    z = np.tensordot(m, x[top:top + ch, top:top + ch], axes=(1, 0))           # rows: (out, ch, ...)
+    z = np.moveaxis(np.tensordot(m, z, axes=(1, 1)), 0, 1)                    # columns: (out, out, ...)
+    t = (out - h) // 2
     return z[t:t + h, t:t + h]
 
 
@@ -139,8 +155,8 @@ def _frost_layer(h: int, w: int, s: float, rng) -> np.ndarray:
     try:
         import importlib.resources
         from PIL import Image
-        names = [f"frost{i}.png" for i in (1, 2, 3)] + [f"frost{i}.jpg" for i in (4, 5, 6)]
-        ref = importlib.resources.files("imagecorruptions") / "frost" / names[int(rng.integers(5))]
+        name = ["frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg"][int(rng.integers(5))]
+        ref = importlib.resources.files("imagecorruptions") / "frost" / name
         with ref.open("rb") as f:
             im = Image.open(f).convert("RGB")
         im = im.resize((max(int(im.width * 0.2 * s), w + 1), max(int(im.height * 0.2 * s), h + 1)))
@@ -151,8 +167,7 @@ def _frost_layer(h: int, w: int, s: float, rng) -> np.ndarray:
         size = 1 << int(np.ceil(np.log2(max(h, w, 2))))
         base = _plasma(size, 2.0, rng)[:h, :w]
         streaks = _motion(rng.random((h, w)) ** 8, 3 * s, 1.5 * s, rng.uniform(0, 180))
-        ice = np.clip(0.55 * base + 2.5 * streaks, 0, 1)[..., None] * np.array([0.85, 0.93, 1.0])
-        return ice
+        return np.clip(0.55 * base + 2.5 * streaks, 0, 1)[..., None] * np.array([0.85, 0.93, 1.0])
 
 
 def _apply(name: str, x: np.ndarray, c, rng, s: float) -> np.ndarray:
@@ -212,8 +227,8 @@ def _apply(name: str, x: np.ndarray, c, rng, s: float) -> np.ndarray:
         p2 = p1 + rng.uniform(-jitter, jitter, size=p1.shape).astype(np.float32)
         x = cv2.warpAffine(x.astype(np.float32), cv2.getAffineTransform(p1, p2), (w, h),
                            borderMode=cv2.BORDER_REFLECT_101)
-        dx = _blur(rng.uniform(-1, 1, (h, w)), sigma, "reflect", 3) * alpha if sigma else np.zeros((h, w))
-        dy = _blur(rng.uniform(-1, 1, (h, w)), sigma, "reflect", 3) * alpha if sigma else np.zeros((h, w))
+        dx, dy = (_blur(rng.uniform(-1, 1, (h, w)), sigma, "reflect", 3) * alpha if sigma else np.zeros((h, w))
+                  for _ in range(2))
         yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         return np.stack([map_coordinates(x[..., i], [yy + dy, xx + dx], order=1, mode="reflect")
                          for i in range(3)], -1)
@@ -263,7 +278,6 @@ def robustness(model, x, y, corruptions=CORRUPTIONS, severities=SEVERITIES, imag
     """Accuracy of `model` on images x (N, C, H, W) uint8 with labels y (N,) under each corruption and severity
     (see the module docstring for the keys). images: a random sample of that many (None: all), drawn with `seed`;
     cache_dir: the result is kept there as JSON under the weights' hash and these settings, and reused."""
-    from cnnlib.diagnose.evaluate import run_split
     corruptions, severities = list(corruptions), [int(s) for s in severities]
     bad = [c for c in corruptions if c not in CORRUPTIONS] + [str(s) for s in severities if s not in SEVERITIES]
     if bad or not corruptions or not severities:
@@ -274,7 +288,7 @@ def robustness(model, x, y, corruptions=CORRUPTIONS, severities=SEVERITIES, imag
         raise CNNLibError(f"robustness needs uint8 images (N, C, H, W) and N labels, got {tuple(np.shape(x))} "
                           f"and {y.shape}")
     if images is not None and images < 1:
-        raise CNNLibError("the number of images must be at least 1")
+        raise CNNLibError(f"the number of images must be at least 1 (--images 0: all of them), not {images}")
     n = len(y) if images is None else min(int(images), len(y))
     idx = np.sort(np.random.default_rng(seed).choice(len(y), n, replace=False)) if n < len(y) else np.arange(n)
     xs, ys = np.asarray(x[idx]), y[idx]
@@ -288,11 +302,12 @@ def robustness(model, x, y, corruptions=CORRUPTIONS, severities=SEVERITIES, imag
                 return {**cached, "cached": True}
         except (OSError, ValueError):
             pass                                                   # unreadable: computed again
+    from tqdm.auto import tqdm
     k = len((getattr(model, "meta", None) or {}).get("classes") or []) or int(ys.max()) + 1
-    clean = run_split(model, xs, ys)["preds"] == ys
+    predict = _predictor(model)
+    clean = predict(xs) == ys
     flip_at = np.full((len(corruptions), n), 0, np.int64)          # lowest severity that turns right into wrong
     acc, per_class = {}, {}
-    from tqdm.auto import tqdm
     bar = tqdm(total=len(corruptions) * len(severities) * n, unit="img", dynamic_ncols=True, leave=False,
                desc=progress if isinstance(progress, str) else "corruptions", disable=not progress)
     try:
@@ -304,15 +319,14 @@ def robustness(model, x, y, corruptions=CORRUPTIONS, severities=SEVERITIES, imag
                 for i in range(n):
                     xc[i] = corrupt(xs[i].transpose(1, 2, 0), name, s, rng).transpose(2, 0, 1)
                     bar.update(1)
-                right = run_split(model, xc, ys)["preds"] == ys
+                right = predict(xc) == ys
                 acc[name].append(float(right.mean()))
                 per_class[name].append(_per_class(right, ys, k))
                 newly = clean & ~right & (flip_at[ci] == 0)
                 flip_at[ci][newly] = s
     finally:
         bar.close()
-    first = np.where(flip_at > 0, flip_at, 99).min(0)              # (n,) over corruptions
-    which = np.where(flip_at > 0, flip_at, 99).argmin(0)
+    first, which = np.where(flip_at > 0, flip_at, 99).min(0), np.where(flip_at > 0, flip_at, 99).argmin(0)
     order = np.lexsort((idx, first))
     flips = [{"index": int(idx[j]), "corruption": corruptions[which[j]], "severity": int(first[j])}
              for j in order if first[j] < 99]
@@ -320,16 +334,30 @@ def robustness(model, x, y, corruptions=CORRUPTIONS, severities=SEVERITIES, imag
               "clean_per_class": _per_class(clean, ys, k), "accuracy": acc,
               "mean_accuracy": {c: float(np.mean(v)) for c, v in acc.items()}, "per_class": per_class,
               "first_flip": flips, "cached": False}
-    if path:
-        from cnnlib.io.files import atomic_write
-        try:
+    try:
+        if path:
             atomic_write(path, lambda f: f.write(json.dumps(result).encode()))
-        except OSError:
-            pass                                                   # read-only or full: not cached
+    except OSError:
+        pass                                                       # read-only or full: not cached
     return result
 
 
-def _per_class(right: np.ndarray, ys: np.ndarray, k: int) -> list:
+def _predictor(model):
+    """images (n, C, H, W) uint8 -> predicted classes (n,), through ONE inference copy (BatchNorm folded once,
+    not once per corruption and severity) and cnnlib.modelops' batched path."""
+    from cnnlib.modelops import forward_batches, inference_copy, model_device, norm_stats
+    net, channels_last = inference_copy(model)
+    mean, std = norm_stats(getattr(model, "meta", None), model_device(net))
+
+    def predict(x) -> np.ndarray:
+        out = np.empty(len(x), np.int64)
+        for i, z in forward_batches(net, x, mean, std, channels_last=channels_last):
+            out[i:i + len(z)] = z.argmax(1).cpu().numpy()
+        return out
+    return predict
+
+
+def _per_class(right: np.ndarray, ys: np.ndarray, k: int) -> list:   # accuracy per class, None: no image
     count = np.bincount(ys, minlength=k)
     hits = np.bincount(ys, weights=right.astype(np.float64), minlength=k)
     return [float(h / c) if c else None for h, c in zip(hits, count)]
@@ -372,8 +400,6 @@ def robustness_main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
-    if args.images < 0:
-        raise CNNLibError("--images must be 0 (all) or more")
     from cnnlib.inference import load_model
     model = load_model(args.checkpoint, "cpu")
     res = robustness_for_checkpoint(model, args.data, args.data_root, corruptions=args.corruptions,
