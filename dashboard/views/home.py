@@ -15,8 +15,8 @@ overflow-wrap: anywhere; line-height: 1.15; }</style>"""
 ctx = frame.begin(
     "A convolutional network learns small image filters, stacks them into ever larger pattern detectors and "
     "ends with one score per class. This dashboard opens a trained checkpoint and shows what it learned, how "
-    "well it does and where it goes wrong. Pick a checkpoint in the sidebar (your choice follows you to every "
-    "page), then walk through the pages in order.", title="CNN Lens", needs_model=False)
+    "well it does and where it goes wrong. Pick a checkpoint at the top of the sidebar (your choice follows you "
+    "to every page), then walk through the pages in order.", title="CNN Lens", needs_model=False)
 
 if ctx is not None:
     with ui.guard("summarising the checkpoint"):
