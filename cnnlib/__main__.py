@@ -22,6 +22,7 @@ commands:
   triage    a verdict with its evidence per misclassified image   (python -m cnnlib triage --help)
   calibrate fit temperature scaling, store T in the checkpoint     (python -m cnnlib calibrate --help)
   robustness accuracy under 15 common corruptions x 5 severities   (python -m cnnlib robustness --help)
+  report    one self-contained HTML report of a checkpoint         (python -m cnnlib report --help)
 """
 
 
@@ -221,6 +222,9 @@ def main(argv=None) -> int:
         if command == "calibrate":
             from cnnlib.diagnose.calibration import calibrate_main
             return with_import_hint(rest, calibrate_main)
+        if command == "report":
+            from cnnlib.diagnose.report import report_main
+            return with_import_hint(rest, report_main)
         if command == "triage":
             from cnnlib.diagnose.triage import triage_main
             return with_import_hint(rest, triage_main)

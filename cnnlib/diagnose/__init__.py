@@ -13,8 +13,11 @@ contradicts, the training images nearest a prediction, maps of feature space, an
                 accuracy under CIFAR-10-C's 15 corruptions x 5 severities, cached per checkpoint)
     triage      Rule, triage, triage_for_checkpoint, to_json, format_table, triage_main (`cnnlib triage`): a verdict
                 (label error, ambiguous, out of distribution, model error) and its evidence per mistake
+    report      build_report, write_report, report_main (`cnnlib report`: one self-contained HTML file), ERRORS
+    report_sections  the report's HTML sections: CSS, section, absent, summary_card, curves, confusion, per_class,
+                calibration_section, errors_section, label_section, robustness_section, pct
 
 A new diagnosis goes here, beside the signals it reads; tests: tests/test_evaluate.py, tests/test_labels.py,
 tests/test_neighbors.py, tests/test_projection.py, tests/test_compare.py, tests/test_triage.py,
-tests/test_calibration.py, tests/test_robustness.py.
+tests/test_calibration.py, tests/test_robustness.py, tests/test_report.py.
 """

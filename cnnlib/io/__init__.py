@@ -5,6 +5,7 @@ when it is not one), its metadata read without PyTorch, atomic writes, and the i
     validate    validate, read_path, summary, refusal: what makes a file a checkpoint (shared by both readers)
     metadata    read_meta, read_checkpoint, model_meta: the torch-free reader (restricted unpickler)
     files       atomic_write (temporary file, fsync, rename), WriteError
+    webpage     esc, script_json, png, png_data_url, figure_data_url, img, page, CSP: one-file HTML pages (no requests)
     importer    import_weights (`cnnlib import`), import_hint, read_classes
     onnx_model  is_onnx, read_onnx, prepare_graph, onnx_network: .onnx files in (onnx2torch; the "onnx" family)
     export      export_checkpoint (`cnnlib export`: ONNX, TorchScript, safetensors), export_onnx, model_card
