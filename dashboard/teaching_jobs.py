@@ -70,6 +70,21 @@ def cancel():
     return jobs().cancel()
 
 
+def progress_line(prog: dict, running: bool) -> str:
+    """"epoch 1 of 3, batch 54 of 120 (running loss 1.932, accuracy 31.2%) · 12 s elapsed": the progress within
+    an epoch too, so a one-epoch run shows it moving before its first curve point."""
+    epoch, epochs = prog.get("epoch") or 0, prog.get("epochs") or 0
+    line = f"epoch {epoch} of {epochs}"
+    if running and prog.get("testing"):
+        line = f"all {epochs} epochs done, testing the best one on the test split"
+    elif running and prog.get("steps"):
+        line += f", batch {prog['step']} of {prog['steps']}"
+        if prog.get("loss") is not None:
+            line += f" (running loss {prog['loss']:.3f}" + (f", accuracy {ui.pct(prog['acc'])})" if prog.get("acc")
+                                                             is not None else ")")
+    return f"{line} · {ui.duration(prog.get('elapsed'))} elapsed"
+
+
 def one_sentence(e: Exception) -> str:
     return ui.capitalised(ui.one_sentence(str(e)))
 

@@ -220,3 +220,33 @@ def test_channel_page_first_choice_is_a_layer_with_maps(monkeypatch):
     assert teaching.default_channel_layer(None) == "features.0.2"
     rows[0]["type"] = "Conv2d"
     assert teaching.default_channel_layer(None) == "features.12.2"      # no activation: the deepest wide layer
+
+
+def test_a_one_epoch_run_shows_batches_and_loss_and_a_cancel_in_it_can_be_resumed(tmp_path, monkeypatch,
+                                                                                   lens_checkpoints):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    shutil.copy(lens_checkpoints["tiny"], folder / "tiny.pt")
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(folder))
+    monkeypatch.setenv("CNNLIB_DATA_ROOT", str(tmp_path / "data-root"))
+    data = write_image_folder(tmp_path / "data", n_train=1500, n_test=16, size=16)
+    at = app()
+    try:
+        go(at, "Train a model")
+        widget(at, "tl_name").set_value("one")
+        widget(at, "tl_data").set_value("a folder (ImageFolder tree)")
+        widget(at, "tl_folder").set_value(data)
+        widget(at, "tl_epochs_default").set_value(1)
+        widget(at, "tl_batch_default").set_value(1)                   # 1,500 steps: an epoch long enough to watch
+        widget(at, "tl_threads").set_value(1)
+        next(b for b in at.button if b.label == "Start").click().run()
+        text = _poll(at, lambda t: re.search(r"epoch 1 of 1, batch \d+ of \d+ \(running loss \d+\.\d+", t),
+                     timeout=120)
+        assert "The curves appear after the first epoch" in text
+        button(at, "tl_cancel").click().run()
+        text = _poll(at, lambda t: "status: **cancelled**" in t)
+        assert "Resume starts it again with the same settings" in text
+        assert any(b.key == "tl_resume" for b in at.button) and not any(b.key == "tl_cancel" for b in at.button)
+    finally:
+        from cnnlib.training.jobs import TrainingJobs
+        TrainingJobs(str(folder)).cancel(timeout=5)

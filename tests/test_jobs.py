@@ -30,9 +30,11 @@ BUSY = r"^a training run \({}, started \d\d:\d\d\) is already running; wait for 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     base = tmp_path_factory.mktemp("jobsdata")
-    broken = write_image_folder(base / "broken")
-    with open(os.path.join(broken, "train", "red", "zzz-broken.png"), "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n this is not an image")
+    broken = str(base / "broken")                  # no image of train/ can be decoded (one bad file is skipped)
+    for cls in ("red", "blue"):
+        os.makedirs(os.path.join(broken, "train", cls))
+        with open(os.path.join(broken, "train", cls, "zzz-broken.png"), "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n this is not an image")
     return {"small": write_image_folder(base / "small"),                       # 80 train images: 5 steps an epoch
             "steps": write_image_folder(base / "steps", n_train=400, n_test=32),  # 24 steps an epoch
             "broken": broken, "root": str(base / "data-root")}
@@ -140,7 +142,7 @@ def test_run_shows_progress_refuses_a_second_reattaches_cancels_resumes_and_fini
     assert again.id == job.id and again.running and again.pid == job.pid and again.settings["epochs"] == 3
 
     # after the first epoch: the best checkpoint and the resume state exist; cancel keeps both
-    until(lambda: os.path.exists(job.out + ".resume.pt"), 60, "the first epoch's resume state")
+    until(lambda: job.history(), 60, "the first epoch's resume state")
     assert len(job.history()) >= 1 and job.history()[0]["epoch"] == 1
     pid = job.pid
     t0 = time.monotonic()
@@ -195,7 +197,7 @@ def test_two_sessions_starting_at_once_get_one_run_and_a_failure_is_one_sentence
 
     assert job.wait(120) == "failed", job.log_tail(20)
     assert job.returncode == 2 and group_members(job.pid) == []
-    assert job.error.startswith("Cannot decode a dataset image") and job.error.endswith(".")
+    assert job.error.startswith("None of the 2 image files in") and job.error.endswith(".")
     assert "\n" not in job.error and "Traceback" not in job.error
     assert not os.path.exists(job.out)
     assert TrainingJobs(folder).current().status == "failed"
@@ -227,7 +229,7 @@ def test_killing_the_server_takes_the_run_with_it_and_leaves_its_resume_state(tm
         reaper.append(pid)
         assert jobs_mod._alive(pid, None)
         out = folder / "served.pt"
-        until(lambda: os.path.exists(f"{out}.resume.pt"), 120, "the first epoch's resume state")
+        until(lambda: TrainingJobs(folder).current().history(), 120, "the first epoch's resume state")
         server.kill()                                            # SIGKILL: no atexit, no cleanup in the server
         server.wait(30)
         until(lambda: not group_members(pid), 30, "the training process to die with its server")
@@ -243,3 +245,54 @@ def test_killing_the_server_takes_the_run_with_it_and_leaves_its_resume_state(tm
     # the folder is free again: a new start is not refused (it is checked, then refused only for its name)
     with pytest.raises(CNNLibError, match="has an interrupted run"):
         TrainingJobs(folder).start("served", **dict(FAST, data=data["small"], data_root=data["root"]))
+
+
+def test_cancel_in_the_first_epoch_leaves_a_run_to_resume_and_shows_progress_within_it(tmp_path, data, reaper):
+    folder = tmp_path / "ckpts"
+    jobs = TrainingJobs(folder, progress_interval=0, cancel_timeout=30)
+    job = jobs.start("one", **dict(FAST, data=data["steps"], data_root=data["root"], epochs=1, batch_size=2))
+    reaper.append(job.pid)
+    # within the one epoch: batches done of the total and the running loss (issue 18: live feedback for 1 epoch)
+    live = until(lambda: (p := job.progress())["loss"] is not None and p["step"] >= 1 and p, 120, "a running loss")
+    assert live["steps"] == 192 and 1 <= live["step"] <= 192 and live["loss"] > 0 and 0 <= live["acc"] <= 1
+    assert job.history() == [] and not live["testing"]
+    stopped = job.cancel()
+    assert stopped.status == "cancelled" and group_members(job.pid) == []
+    assert job.resumable and not os.path.exists(job.out)               # nothing trained yet, but resumable
+    assert job.progress()["loss"] is None and job.progress()["step"] == 0
+    assert not (TrainingJobs(folder).current().running)                 # no Cancel left to offer
+    resumed = jobs.resume("one")
+    reaper.append(resumed.pid)
+    assert resumed.wait(180) == "finished", resumed.log_tail(20)
+    model = load_model(resumed.out)
+    assert [h["epoch"] for h in model.meta["history"]] == [1] and model.meta["metrics"]["test_acc"] is not None
+    assert not os.path.exists(resumed.out + ".resume.pt")
+
+
+def test_a_cancel_during_the_final_test_pass_leaves_a_finished_run(tmp_path, reaper):
+    import json
+    from cnnlib.training import joblog, procs
+    folder = tmp_path / "ckpts"
+    jobs = TrainingJobs(folder, cancel_timeout=1)
+    os.makedirs(jobs.state_dir)
+    log = os.path.join(jobs.state_dir, "done.log")
+    with open(log, "w") as f:                     # every epoch done; train is testing (and ignores SIGINT)
+        f.write("epoch   1/1  train loss 1.0 acc 0.5  val loss 1.0 acc 0.5\ntesting the best epoch (1) on the test "
+                "split\n")
+    proc = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, "
+                             "signal.SIG_IGN); time.sleep(60)"], start_new_session=True)
+    reaper.append(proc.pid)
+    rec = {"id": "done-1", "name": "done", "out": str(folder / "done.pt"), "log": log, "log_offset": 0,
+           "folder": str(folder), "cwd": REPO, "started": time.time(), "status": "running", "error": None,
+           "pid": proc.pid, "pid_start": procs.proc_start(proc.pid), "owner_pid": os.getpid(),
+           "owner_start": procs.proc_start(os.getpid()), "cancel_requested": False, "returncode": None,
+           "ended": None, "settings": {}, "config": {"epochs": 1, "resume": False}, "argv": []}
+    with open(jobs.status_path, "w") as f:
+        json.dump(rec, f)
+    assert jobs.current().progress()["testing"]
+    job = jobs.cancel()
+    assert job.running and proc.poll() is None                         # not killed: it is finishing
+    assert not jobs._read()["cancel_requested"]
+    proc.kill()
+    proc.wait(10)
+    assert joblog.outcome(dict(rec, cancel_requested=True), 0) == ("finished", None)   # finished = finished

@@ -147,3 +147,46 @@ def test_channel_visualisation_start_is_the_noise_it_starts_from_made_visible(ti
     assert shown.shape == start.shape and shown.min() == 0 and shown.max() == pytest.approx(1)
     assert float(shown.std()) > 10 * float(start.std())                      # visible, not a flat grey
     assert np.allclose((start - start.min()) * out["start_gain"], shown, atol=1e-5)   # the very same noise
+
+
+def test_a_run_interrupted_in_its_first_epoch_resumes_from_the_start_with_the_same_result(tmp_path, image_folder,
+                                                                                           monkeypatch):
+    import torch
+    from cnnlib.io.checkpoint import load_checkpoint
+    from cnnlib.training import train as train_mod
+    from conftest import train_tiny
+    full = load_checkpoint(train_tiny(tmp_path, image_folder, "full.pt", epochs=2, precision="fp32"))
+    real_epoch = train_mod.train_one_epoch
+
+    def cancelled_in_epoch_1(*args, **kwargs):
+        if args[-1] == 1:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+    monkeypatch.setattr(train_mod, "train_one_epoch", cancelled_in_epoch_1)
+    out = str(tmp_path / "first.pt")
+    argv = ["--data", image_folder, "--data-root", str(tmp_path / "data-root"), "--epochs", "2", "--batch-size", "16",
+            "--val-size", "16", "--lr", "3e-3", "--precision", "fp32", "--no-progress", "--out", out,
+            "--eval-batch-size", "64"]
+    assert train_mod.main(argv) == 130
+    assert os.path.exists(out + ".resume.pt") and not os.path.exists(out)   # resumable, though no epoch finished
+    monkeypatch.setattr(train_mod, "train_one_epoch", real_epoch)
+    assert train_mod.main(argv + ["--resume"]) == 0
+    resumed = load_checkpoint(out)
+    assert [h["val_acc"] for h in resumed["history"]] == [h["val_acc"] for h in full["history"]]
+    assert all(torch.allclose(resumed["state_dict"][k].float(), v.float(), atol=1e-5)
+               for k, v in full["state_dict"].items())
+    assert not os.path.exists(out + ".resume.pt")
+
+
+def test_a_run_that_fails_in_its_first_epoch_leaves_nothing_to_resume(tmp_path, image_folder, monkeypatch):
+    from cnnlib.errors import TrainingError
+    from cnnlib.training import train as train_mod
+
+    def fails(*args, **kwargs):
+        raise TrainingError("the training loss became nan")
+    monkeypatch.setattr(train_mod, "train_one_epoch", fails)
+    out = str(tmp_path / "bad.pt")
+    with pytest.raises(TrainingError):
+        train_mod.main(["--data", image_folder, "--data-root", str(tmp_path / "dr"), "--epochs", "1", "--no-progress",
+                        "--val-size", "16", "--out", out])
+    assert not os.path.exists(out + ".resume.pt")

@@ -16,6 +16,8 @@ _BAR = re.compile(r"epoch (\d+)/(\d+):\s*\d+%\|[^|\n\r]*\|\s*(\d+)/(\d+)")
 _EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/(\d+)\s+train loss", re.MULTILINE)
 _RESUMING = re.compile(r"resuming .* after epoch (\d+) of (\d+)")
 _FINISHED_LINE = re.compile(r"^test accuracy ", re.MULTILINE)
+FINAL_PASS = re.compile(r"^testing the best epoch ", re.MULTILINE)   # train's line once every epoch is done
+_LOSS, _ACC = re.compile(r"\bloss=([-+\w.]+)"), re.compile(r"\bacc=([\d.]+)")   # the bar's running means
 _ERROR_PATTERNS = (re.compile(r"^error: (.+)$"),                                # cnnlib's CLI: one message
                    re.compile(r"^\S+: error: (.+)$"),                           # argparse
                    re.compile(r"^((?:[\w.]+\.)?\w*(?:Error|Exception|Exit)\b.*)$"))  # a traceback's last line
@@ -67,11 +69,11 @@ def outcome(rec: dict, returncode: int | None) -> tuple[str, str | None]:
     """(status, error) of a run whose process has ended: from its exit status when known, else from its files."""
     text = "\n".join(lines(read_tail(rec["log"], start=rec.get("log_offset", 0))))
     resume_exists = os.path.exists(rec["out"] + ".resume.pt")
-    if rec.get("cancel_requested"):
-        return "cancelled", None
     if returncode == 0 or (returncode is None and rec.get("pid") and not resume_exists
                            and _FINISHED_LINE.search(text)):
-        return "finished", None
+        return "finished", None                  # finished is finished, even if a Cancel came in its test pass
+    if rec.get("cancel_requested"):
+        return "cancelled", None
     if rec.get("pid") is None:
         return "failed", "The server stopped before the training process started."
     if returncode is not None and returncode > 0 and returncode != 130:
@@ -96,23 +98,30 @@ def progress(rec: dict, epochs_done) -> dict:
     if completed == 0 and os.path.exists(rec["log"]) and \
             os.path.getsize(rec["log"]) - rec.get("log_offset", 0) > TAIL_BYTES:   # the tail missed them
         completed = epochs_done()
-    step, steps = 0, None
+    step, steps, loss, acc = 0, None, None, None
     bars = list(_BAR.finditer(raw))                               # every redraw, not only a line's last
     if bars:
         e, _, s, n = (int(g) for g in bars[-1].groups())
         steps = n
         if e == completed + 1:
             step = s
+            post = re.split(r"[\r\n]", raw[bars[-1].end():], maxsplit=1)[0]     # "[..., acc=A, loss=L, ...]"
+            found = _LOSS.search(post), _ACC.search(post)
+            try:
+                loss, acc = (float(m.group(1)) if m else None for m in found)
+            except ValueError:
+                pass
     done, active = rec["status"] == "finished", rec["status"] in ACTIVE
+    testing = active and completed >= epochs and bool(FINAL_PASS.search(text))
     if done:
         completed, step = epochs, steps or 0
     elif not active:
-        step = 0                                                  # a stopped epoch is lost: resume redoes it
+        step, loss, acc = 0, None, None                           # a stopped epoch is lost: resume redoes it
     fraction = 1.0 if done else min(1.0, (completed + (step / steps if steps else 0.0)) / max(epochs, 1))
     end = time.time() if active or not rec.get("ended") else rec["ended"]
     return {"epoch": min(completed + 1, epochs) if active else completed, "epochs": epochs,
             "completed": completed, "step": step, "steps": steps, "fraction": fraction,
-            "elapsed": max(0.0, end - rec["started"])}
+            "elapsed": max(0.0, end - rec["started"]), "loss": loss, "acc": acc, "testing": testing}
 
 
 _LOAD_CACHE: dict[str, tuple] = {}

@@ -5,7 +5,7 @@
     job = jobs.start("my_run", epochs=5, lr=1e-3, batch_size=64, recipe="default", data="cifar10", dropout=0.2)
     job = jobs.current()                             # after a page reload, in another browser tab or server process
     job.status, job.error                            # "running" | "finished" | "cancelled" | "interrupted" | "failed"
-    job.progress()   # {"epoch", "epochs", "completed", "step", "steps", "fraction", "elapsed"}
+    job.progress()   # {"epoch", "epochs", "completed", "step", "steps", "fraction", "elapsed", "loss", "acc", "testing"}
     job.history()    # [{"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", ...}, ...]
     job.log_tail(20)                                 # the last lines of the run's output, as one str
     jobs.cancel()                                    # SIGINT, then SIGKILL after `cancel_timeout` s; returns the Job
@@ -43,7 +43,8 @@ API
 ``cancel(timeout=None) -> Job | None``
     Stops the active run: SIGINT (train saves nothing more and says how to resume), SIGKILL after
     ``timeout`` (default ``cancel_timeout``) seconds. The best checkpoint so far and the resume state stay.
-    Returns the job, then "cancelled" (or already finished); None when there was no run.
+    A run in its final test pass (every epoch done) is not stopped: it finishes, and ends "finished".
+    Returns the job, then "cancelled" (or still running into "finished"); None when there was no run.
 
 ``Job`` (a handle; its status is read again from the files on every access)
     ``name``, ``out`` (checkpoint path), ``log`` (log path), ``id``, ``started`` (datetime), ``config`` (the
@@ -57,8 +58,11 @@ API
     "epochs", "completed": epochs done, "step", "steps": batches done / in that epoch (steps None until the
     first progress-bar line; step 0 once stopped, since resume redoes a stopped epoch), "fraction": overall
     in [0, 1] (1.0 when finished; it reaches 1.0 while the test split is evaluated at the end), "elapsed":
-    seconds}; parsed from train's tqdm bar ("epoch E/N: ...| step/steps") and its per-epoch lines in the
-    log, which the bar redraws every ``progress_interval`` s.
+    seconds, "loss", "acc": the running mean loss and accuracy of the epoch in progress (None before the bar
+    shows them or once stopped), "testing": True during the final test pass}; parsed from train's tqdm bar
+    ("epoch E/N: ...| step/steps [..., loss=L, acc=A, ...]") and its per-epoch lines in the log, which the bar
+    redraws every ``progress_interval`` s. train writes a resume state before the first epoch too, so a run
+    cancelled in its first epoch can be resumed (it starts again with the same settings).
     ``history()``: per-epoch dicts (as in a checkpoint's "history", with "first_layer" tensors) from
     ``<out>.resume.pt`` while running, from the final checkpoint afterwards; [] before the first epoch.
     ``log_tail(n=20)``: the last n lines of the log (progress-bar redraws collapsed to their last state).
@@ -259,12 +263,14 @@ class TrainingJobs:
                 return None
             if rec["status"] not in ACTIVE:
                 return Job(self, rec)
+            if self._finishing(rec):
+                return Job(self, rec)                                 # too late to cancel: it ends finished
             rec["cancel_requested"] = True
             self._write(rec)
         pid, start = rec.get("pid"), rec.get("pid_start")
         if pid and procs.alive(pid, start):
             procs.signal_group(pid, signal.SIGINT)
-            if not procs.wait_gone(pid, start, timeout):
+            if not procs.wait_gone(pid, start, timeout) and not self._finishing(rec):
                 procs.signal_group(pid, signal.SIGKILL)
                 procs.wait_gone(pid, start, 5.0)
         t = procs.MONITORS.get(rec["id"])
@@ -273,6 +279,11 @@ class TrainingJobs:
         return self.current()
 
     # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _finishing(rec: dict) -> bool:
+        """True when the run has done every epoch and is in its final test pass (train ignores SIGINT there)."""
+        return bool(progress(rec, lambda: 0)["testing"])
 
     @staticmethod
     def _refuse_if_busy(rec: dict | None) -> None:

@@ -282,47 +282,79 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
               f"{sum(p.numel() for p in model.parameters()):,} parameters, {ckpt_base['device']} "
               f"({precision_record['why']})", flush=True)
 
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        t_epoch = time.perf_counter()
-        stats = train_one_epoch(net, optimizer, scheduler, x_train, y_train, cfg, ctx, epoch)
-        if not math.isfinite(stats["loss"]):
-            raise TrainingError(f"epoch {epoch}: the training loss became {stats['loss']} (not finite); stopping. "
-                                f"The last good checkpoint ({cfg.out}, epoch {best_epoch or 'none yet'}) is untouched. "
-                                f"Try a lower --lr (now {cfg.lr}) or --grad-clip 1.0.")
-        val = evaluate(averaged, x_val, y_val, mean, std, cfg.eval_batch_size, dtype, channels_last)
-        row = {"epoch": epoch, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
-               "val_acc": val["acc"], "lr": optimizer.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - t_epoch,
-               "elapsed": prior_seconds + time.perf_counter() - t_start}   # s since the run started (data load on)
-        if cfg.record_filters:
-            row["first_layer"] = first_conv(averaged)[1].weight.detach().float().cpu().to(torch.float16).clone()
-        history.append(row)
-        improved = val["acc"] > best_acc
-        if improved:
-            best_acc, best_epoch = val["acc"], epoch
-        elapsed = prior_seconds + time.perf_counter() - t_start
-        if rank == 0:
-            print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {stats['loss']:.4f} acc {stats['acc']:.4f}  "
-                  f"val loss {val['loss']:.4f} acc {val['acc']:.4f}  lr {row['lr']:.2e}  "
-                  f"{row['seconds']:.1f}s{'  *best' if improved else ''}", flush=True)
+    def save_state(epoch: int, elapsed: float) -> None:
+        """The resume state after `epoch` (0: before the first, so a run stopped in its first epoch starts again
+        with the same settings, weights and random streams). Reads best_acc, best_epoch and history at call time."""
+        atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "model": _cpu_state(model),
+                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                           "order_gen": ctx["order_gen"].get_state(), "aug_gen": [ctx["aug_gen"].get_state()],
+                           "torch_rng": torch.get_rng_state(), "history": history,
+                           "best_val_acc": best_acc, "best_epoch": best_epoch, "train_seconds": elapsed,
+                           **({"lookahead": lookahead.state_dict()} if lookahead is not None else {}),
+                           **({"ema": ema.state_dict()} if ema is not None else {})},
+                          resume_path(cfg.out))
+
+    fresh = rank == 0 and not cfg.resume
+    if fresh:
+        save_state(0, 0.0)                      # a Cancel in the first epoch leaves something to resume
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            t_epoch = time.perf_counter()
+            stats = train_one_epoch(net, optimizer, scheduler, x_train, y_train, cfg, ctx, epoch)
+            if not math.isfinite(stats["loss"]):
+                raise TrainingError(f"epoch {epoch}: the training loss became {stats['loss']} (not finite); stopping. "
+                                    f"The last good checkpoint ({cfg.out}, epoch {best_epoch or 'none yet'}) is untouched. "
+                                    f"Try a lower --lr (now {cfg.lr}) or --grad-clip 1.0.")
+            val = evaluate(averaged, x_val, y_val, mean, std, cfg.eval_batch_size, dtype, channels_last)
+            row = {"epoch": epoch, "train_loss": stats["loss"], "train_acc": stats["acc"], "val_loss": val["loss"],
+                   "val_acc": val["acc"], "lr": optimizer.param_groups[0]["lr"],
+                   "seconds": time.perf_counter() - t_epoch,
+                   "elapsed": prior_seconds + time.perf_counter() - t_start}   # s since the run started (data load on)
+            if cfg.record_filters:
+                row["first_layer"] = first_conv(averaged)[1].weight.detach().float().cpu().to(torch.float16).clone()
+            history.append(row)
+            improved = val["acc"] > best_acc
             if improved:
-                save_checkpoint({**ckpt_base, "state_dict": _cpu_state(averaged), "history": history,
-                                 "best_epoch": best_epoch,
-                                 "metrics": {"val_acc": best_acc, "test_acc": None, "test_loss": None,
-                                             "train_seconds": elapsed}}, cfg.out)
-            atomic_torch_save({"config": cfg.to_dict(), "epoch": epoch, "model": _cpu_state(model),
-                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "order_gen": ctx["order_gen"].get_state(), "aug_gen": [ctx["aug_gen"].get_state()],
-                               "torch_rng": torch.get_rng_state(), "history": history,
-                               "best_val_acc": best_acc, "best_epoch": best_epoch, "train_seconds": elapsed,
-                               **({"lookahead": lookahead.state_dict()} if lookahead is not None else {}),
-                               **({"ema": ema.state_dict()} if ema is not None else {})},
-                              resume_path(cfg.out))
-        if world > 1:
-            dist.barrier()
+                best_acc, best_epoch = val["acc"], epoch
+            elapsed = prior_seconds + time.perf_counter() - t_start
+            if rank == 0:
+                print(f"epoch {epoch:3d}/{cfg.epochs}  train loss {stats['loss']:.4f} acc {stats['acc']:.4f}  "
+                      f"val loss {val['loss']:.4f} acc {val['acc']:.4f}  lr {row['lr']:.2e}  "
+                      f"{row['seconds']:.1f}s{'  *best' if improved else ''}", flush=True)
+                if improved:
+                    save_checkpoint({**ckpt_base, "state_dict": _cpu_state(averaged), "history": history,
+                                     "best_epoch": best_epoch,
+                                     "metrics": {"val_acc": best_acc, "test_acc": None, "test_loss": None,
+                                                 "train_seconds": elapsed}}, cfg.out)
+                save_state(epoch, elapsed)
+            if world > 1:
+                dist.barrier()
+    except KeyboardInterrupt:
+        raise                                   # cancelled: the resume state stays
+    except BaseException:
+        if fresh and not history and os.path.exists(resume_path(cfg.out)):
+            os.unlink(resume_path(cfg.out))     # failed before any epoch: nothing to resume
+        raise
 
     if rank != 0:
         return {}
+    import signal
+    print(f"testing the best epoch ({best_epoch}) on the test split", flush=True)   # joblog.FINAL_PASS
+    try:
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN)   # every epoch is done: a Cancel now cannot undo that
+    except ValueError:                                          # not the main thread
+        before = None
+    try:
+        return _finish(cfg, averaged, splits, history, best_acc, best_epoch, prior_seconds, t_start, channels_last,
+                       mean, std)
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
+
+
+def _finish(cfg, averaged, splits, history, best_acc, best_epoch, prior_seconds, t_start, channels_last,
+            mean, std) -> dict:
+    """The final test pass on the best epoch's weights, written into the checkpoint with the history."""
     train_seconds = prior_seconds + time.perf_counter() - t_start
     best = load_checkpoint(cfg.out)
     averaged.load_state_dict(best["state_dict"])
@@ -356,7 +388,8 @@ def main(argv=None) -> int:
     try:
         run(cfg)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; {cfg.out} holds the best epoch so far. Continue with the same command "
-              f"plus --resume.", flush=True)
+        held = (f"{cfg.out} holds the best epoch so far" if os.path.exists(cfg.out)
+                else "no epoch had finished, so --resume starts again with the same settings")
+        print(f"\ninterrupted; {held}. Continue with the same command plus --resume.", flush=True)
         return 130
     return 0

@@ -26,24 +26,26 @@ def live_run() -> None:
             st.rerun()                       # the whole page: the sidebar's picker lists the new checkpoint
         head = f"**{job.name}** · started {job.started:%H:%M} · status: **{status}**"
         st.markdown(head)
-        epoch, epochs = prog.get("epoch") or 0, prog.get("epochs") or job.config.get("epochs") or 0
-        step = f", batch {prog['step']} of {prog['steps']}" if prog.get("steps") and job.running else ""
+        running = status in ("starting", "running")
         frac = min(1.0, float(prog.get("fraction") or 0.0))
         st.progress(frac, text=f"{100 * frac:.0f}%")
-        st.caption(f"epoch {epoch} of {epochs}{step} · {ui.duration(prog.get('elapsed'))} elapsed")
+        st.caption(tj.progress_line({**prog, "epochs": prog.get("epochs") or job.config.get("epochs") or 0}, running))
         if status == "finished":
             st.success(f"Finished: **{job.name}.pt** is in the sidebar's checkpoint picker and on the Training page.")
         elif status == "failed":
             st.error(f"The run failed: {tj.one_sentence(job.error or 'see the log below')}")
         elif status in ("cancelled", "interrupted"):
-            st.warning(f"The run was {status}." + (" Resume continues it where it stopped." if job.resumable else ""))
+            st.warning(f"The run was {status}." + ((" Resume continues it where it stopped." if prog.get("completed")
+                                                    else " No epoch had finished: Resume starts it again with the "
+                                                         "same settings.") if job.resumable else ""))
         history = job.history()
         if history:
             ui.show_chart(tj.curves(history), key="tl_curves", filename=f"training-{job.name}")
-        elif job.running:
-            st.caption("The curves appear after the first epoch.")
+        elif running:
+            st.caption("The curves appear after the first epoch; until then the batch count and the running loss "
+                       "above show the epoch moving.")
         c1, c2, _ = st.columns([1, 1, 4])
-        if job.running and c1.button("Cancel", key="tl_cancel", icon=":material/stop:"):
+        if running and not prog.get("testing") and c1.button("Cancel", key="tl_cancel", icon=":material/stop:"):
             with st.spinner("Stopping the run…"):
                 tj.cancel()
             st.rerun()
