@@ -122,7 +122,7 @@ def check_lesson(page, problems, ckpt, n_images=20, units_per_conv=10, views=Tru
     probs = torch_probs(model, payload, idx)
     for g, p in zip(got, probs):
         np.testing.assert_allclose([g["probabilities"][c] for c in payload["classes"]], p, atol=1e-4)
-        assert g["top"] == payload["classes"][int(p.argmax())]
+        assert p[payload["classes"].index(g["top"])] >= p.max() - 1e-4      # the top class (ties: random weights)
     # units of every conv layer on image 0, against forward hooks on the checkpoint's own network
     convs = [r for r in payload["layers"] if r["type"] == "Conv2d"]
     x0 = torch.from_numpy(png_pixels(payload["images"][0]["png"])).float()[None] / 255
@@ -153,10 +153,14 @@ def check_lesson(page, problems, ckpt, n_images=20, units_per_conv=10, views=Tru
         if e["kind"] in ("unit", "class"):
             xi = torch.from_numpy(png_pixels(payload["images"][d["image"]]["png"])).float()[None] / 255
             out = hooked(model, xi, [d["layer"]] if e["kind"] == "unit" else [])
-            want = float(out[d["layer"]][0, d["channel"], d["row"], d["col"]]) if e["kind"] == "unit" else int(out["logits"].argmax())
-            assert e["answer"] == pytest.approx(want, abs=1e-4), e
+            if e["kind"] == "unit":
+                assert e["answer"] == pytest.approx(float(out[d["layer"]][0, d["channel"], d["row"], d["col"]]), abs=1e-4), e
+            else:
+                p = torch.softmax(out["logits"][0], 0)
+                assert float(p[e["answer"]]) >= float(p.max()) - 1e-6, e
         elif e["kind"] == "wrong":
-            wrong = [i for i in d["images"] if payload["images"][i]["label"] != int(torch_probs(model, payload, [i])[0].argmax())]
+            p = torch_probs(model, payload, d["images"])
+            wrong = [i for i, pi in zip(d["images"], p) if pi[payload["images"][i]["label"]] < pi.max()]
             assert wrong == [e["answer"]], e
     if views:
         for v in VIEWS:

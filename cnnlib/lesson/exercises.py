@@ -17,12 +17,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from cnnlib.lesson.graph import torch_outputs
+from cnnlib.lesson.graph import runner
 
 
-def _question_unit(rng, model, layout, x, i) -> dict:
+def _question_unit(rng, run, layout, x, i) -> dict:
     name = layout["editable"]
-    out = torch_outputs(model, x[i], layout)[name]               # (C, h, w)
+    out = run(x[i])[name]               # (C, h, w)
     c, h, w = out.shape
     ch, r, col = int(rng.integers(c)), int(rng.integers(h)), int(rng.integers(w))
     return {"kind": "unit", "question": f"Image {i}: compute unit ({r}, {col}) of channel {ch} of {name} from "
@@ -31,13 +31,13 @@ def _question_unit(rng, model, layout, x, i) -> dict:
             "answer": float(out[ch, r, col])}
 
 
-def _question_relu(rng, model, layout, x, i) -> dict | None:
+def _question_relu(rng, run, layout, x, i) -> dict | None:
     types = {r["name"]: r for r in layout["layers"]}
     for row in layout["layers"]:
         nxt = types.get(row.get("next") or "")
         if row["type"] in ("BatchNorm2d", "Conv2d") and nxt is not None and nxt["type"] in (
                 "ReLU", "ReLU6", "LeakyReLU", "Hardswish", "SiLU", "ELU", "GELU", "Hardtanh"):
-            outs = torch_outputs(model, x[i], layout)
+            outs = run(x[i])
             before, after = outs[row["name"]], outs[nxt["name"]]
             flat = np.flatnonzero(before.ravel() < 0) if rng.random() < 0.7 else np.arange(before.size)
             flat = flat if flat.size else np.arange(before.size)
@@ -61,11 +61,11 @@ def _edge_image(shape, vertical: bool) -> np.ndarray:
     return img
 
 
-def _question_edge(rng, model, layout, vertical: bool) -> dict:
+def _question_edge(rng, run, shape, layout, vertical: bool) -> dict:
     from cnnlib.lesson.payload import png
     name = layout["editable"]
-    img = _edge_image(model.meta["input_shape"], vertical)
-    out = torch_outputs(model, img, layout)[name]                # (C, h, w)
+    img = _edge_image(shape, vertical)
+    out = run(img)[name]                # (C, h, w)
     score = np.abs(out - out.mean(axis=(1, 2), keepdims=True)).mean(axis=(1, 2))   # strongest response to the edge
     best = int(score.argmax())
     others = [int(j) for j in rng.permutation([j for j in range(len(score)) if j != best])[:3]]
@@ -78,34 +78,48 @@ def _question_edge(rng, model, layout, vertical: bool) -> dict:
             "answer": best}
 
 
-def make_exercises(model: nn.Module, layout: dict, x: np.ndarray, labels, preds, seed: int = 0) -> list[dict]:
-    """A handful of each kind the lesson's images allow (see the module docstring)."""
+def make_exercises(model: nn.Module, layout: dict, x: np.ndarray, labels, preds, probs=None, seed: int = 0) -> list[dict]:
+    """A handful of each kind the lesson's images allow (see the module docstring). Questions about the model's
+    choice use images whose top class leads by at least 0.01 where there are such (no coin-flip answers)."""
     rng = np.random.default_rng(seed)
     n = len(x)
+    raw, memo = runner(model, layout), {}
+
+    def run(img):                     # one forward pass per distinct image
+        key = np.asarray(img).tobytes()
+        if key not in memo:
+            memo[key] = raw(img)
+        return memo[key]
     classes = [str(k) for k in model.meta["classes"]]
-    picks = [int(i) for i in rng.permutation(n)[:3]]
-    out = [_question_unit(rng, model, layout, x, i) for i in picks]
+    if probs is not None and len(probs[0]) > 1:
+        top2 = np.sort(np.asarray(probs), 1)[:, -2:]
+        clear = [i for i in range(n) if top2[i, 1] - top2[i, 0] >= 0.01]
+    else:
+        clear = list(range(n))
+    order = [int(i) for i in rng.permutation(n)]
+    picks = ([i for i in order if i in clear] + [i for i in order if i not in clear])[:3]
+    out = [_question_unit(rng, run, layout, x, i) for i in picks]
     for i in picks:
         k = len(classes)
         if k <= 10:
             choices = list(range(k))
         else:
             with torch.no_grad():
-                top = np.argsort(-torch_outputs(model, x[i], layout)["logits"])[:4].tolist()
+                top = np.argsort(-run(x[i])["logits"])[:4].tolist()
             choices = sorted(set(top) | ({int(labels[i])} if labels is not None else set()))
         out.append({"kind": "class", "question": f"Which class will the model choose for image {i}?",
                     "data": {"image": i, "choices": choices}, "answer": int(preds[i])})
     if labels is not None:
-        wrong = [i for i in range(n) if int(labels[i]) != int(preds[i])]
-        right = [i for i in range(n) if int(labels[i]) == int(preds[i])]
+        wrong = [i for i in clear if int(labels[i]) != int(preds[i])]
+        right = [i for i in clear if int(labels[i]) == int(preds[i])]
         for a, b in list(zip(rng.permutation(wrong).tolist(), rng.permutation(right).tolist()))[:2]:
             pair = [int(a), int(b)] if rng.random() < 0.5 else [int(b), int(a)]
             out.append({"kind": "wrong", "question": f"The model gets one of images {pair[0]} and {pair[1]} wrong. "
                                                      "Which one?",
                         "data": {"images": pair}, "answer": int(a)})
     for i in picks[:2]:
-        q = _question_relu(rng, model, layout, x, i)
+        q = _question_relu(rng, run, layout, x, i)
         if q:
             out.append(q)
-    out += [_question_edge(rng, model, layout, v) for v in (True, False)]
+    out += [_question_edge(rng, run, model.meta["input_shape"], layout, v) for v in (True, False)]
     return out

@@ -253,11 +253,19 @@ def export_lesson_onnx(model: nn.Module, out: str, layout: dict | None = None) -
     return {**layout, "outputs": names}
 
 
-@torch.no_grad()
+def runner(model: nn.Module, layout: dict):
+    """x01 -> {output name: numpy array (no batch axis)}: the exported module in torch, built once (an
+    analysis copy costs seconds for a large network), for the reference numbers of many images."""
+    tapped = _Tapped(lesson_net(model), layout)
+    names = output_names(layout)
+
+    @torch.no_grad()
+    def run(x01) -> dict:
+        outs = tapped(as_image01(x01)[None], tapped.fed.conv.weight)
+        return {n: o[0].numpy() for n, o in zip(names, outs)}
+    return run
+
+
 def torch_outputs(model: nn.Module, x01, layout: dict) -> dict:
     """{output name: numpy array (no batch axis)} from torch for one image: what the ONNX file must give."""
-    wrapper = lesson_net(model)
-    tapped = _Tapped(wrapper, layout)
-    weight = tapped.fed.conv.weight
-    outs = tapped(as_image01(x01)[None], weight)
-    return {n: o[0].numpy() for n, o in zip(output_names(layout), outs)}
+    return runner(model, layout)(x01)

@@ -128,9 +128,9 @@ def sample_images(meta: dict, per_class: int, seed: int = 0):
 
 
 @torch.no_grad()
-def torch_probabilities(model: nn.Module, x_uint8: np.ndarray) -> np.ndarray:
+def torch_probabilities(model: nn.Module, x_uint8: np.ndarray, net: nn.Module | None = None) -> np.ndarray:
     """softmax of lesson_net on uint8 images: the numbers the page's classify() must reproduce."""
-    net = lesson_net(model)
+    net = net or lesson_net(model)
     out = []
     for i in range(0, len(x_uint8), 32):
         out.append(torch.softmax(net(torch.from_numpy(np.asarray(x_uint8[i:i + 32])).float() / 255.0), 1))
@@ -165,22 +165,26 @@ def _upscale(a: np.ndarray, side: int = PNG_SIDE) -> np.ndarray:
 
 
 def saliency(model: nn.Module, x_uint8: np.ndarray, labels, preds, limit: int) -> list[dict]:
-    """Grad-CAM and Integrated Gradients of the predicted and the true class for up to `limit` misclassified images."""
-    from cnnlib.explain.attribution import attribute
-    if labels is None:
+    """Grad-CAM and Integrated Gradients of the predicted and the true class for up to `limit` misclassified
+    images (one attribute_many call per method: one analysis copy of the network each)."""
+    from cnnlib.explain.attribution import attribute_many
+    if labels is None or limit <= 0:
         return []
     wrong = [i for i in range(len(labels)) if int(labels[i]) != int(preds[i])][:limit]
+    if not wrong:
+        return []
     steps = 32 if model.meta["input_shape"][1] <= 64 else 12
+    xs = [torch.from_numpy(np.asarray(x_uint8[i])).float() / 255.0 for i in wrong for _ in (0, 1)]
+    targets = [int(t) for i in wrong for t in (preds[i], labels[i])]
+    maps = {}
+    for method in ("gradcam", "integrated_gradients"):
+        opts = {"n_steps": steps, "internal_batch_size": steps} if method != "gradcam" else {}
+        maps[method] = attribute_many(model, xs, method, targets, **opts)
     out = []
-    for i in wrong:
-        x01 = torch.from_numpy(np.asarray(x_uint8[i])).float() / 255.0
-        maps = {}
-        for which, target in (("predicted", int(preds[i])), ("true", int(labels[i]))):
-            for method in ("gradcam", "integrated_gradients"):
-                opts = {"n_steps": steps, "internal_batch_size": steps} if method != "gradcam" else {}
-                r = attribute(model, x01, method, target=target, **opts)
-                maps[f"{method}:{which}"] = png(_upscale(r["overlay"]))
-        out.append({"image": i, "true": int(labels[i]), "predicted": int(preds[i]), "maps": maps})
+    for j, i in enumerate(wrong):
+        pics = {f"{m}:{which}": png(_upscale(maps[m][2 * j + k]["overlay"]))
+                for m in maps for k, which in enumerate(("predicted", "true"))}
+        out.append({"image": i, "true": int(labels[i]), "predicted": int(preds[i]), "maps": pics})
     return out
 
 
@@ -211,8 +215,8 @@ def history_rows(meta: dict) -> list[dict]:
 def _head_scale(model: nn.Module, layout: dict, lin: nn.Linear, x_uint8) -> float | None:
     """The factor the network applies after its last Linear (resnet9: 0.125; most: 1.0), or None when the
     logits are not a multiple of the Linear's output (the page then shows only the model's own scores)."""
-    from cnnlib.lesson.graph import torch_outputs
-    outs = torch_outputs(model, x_uint8, layout)
+    from cnnlib.lesson.graph import runner
+    outs = runner(model, layout)(x_uint8)
     with torch.no_grad():
         fc = lin(torch.from_numpy(outs[f"{layout['head']['name']}:input"])[None])[0].double()
     logits = torch.from_numpy(outs["logits"]).double()
@@ -225,9 +229,10 @@ def lesson_payload(model: nn.Module, layout: dict, images: int = 5, title: str |
     """Everything the page shows, from the checkpoint and from torch (see the module docstring), and under
     "sample" the images as uint8 (N, C, H, W), their labels and predictions (for make_exercises; not JSON)."""
     meta = model.meta
-    net = lesson_net(model).net
+    wrapper = lesson_net(model)
+    net = wrapper.net
     x, labels, stored, note = sample_images(meta, max(1, int(images)))
-    probs = torch_probabilities(model, x)
+    probs = torch_probabilities(model, x, wrapper)
     preds = probs.argmax(1)
     head = None
     if layout.get("head"):
@@ -262,5 +267,5 @@ def lesson_payload(model: nn.Module, layout: dict, images: int = 5, title: str |
         "metrics": {k: float(v) for k, v in (meta.get("metrics") or {}).items() if isinstance(v, (int, float))},
         "channels": c,
     }
-    payload["sample"] = (x, labels, preds)
+    payload["sample"] = (x, labels, preds, probs)
     return payload

@@ -38,7 +38,7 @@ L.views.confusion = function confusion() {
 L.views.mistakes = function mistakes() {
   const box = $('mistakes');
   if (box.childElementCount) return;
-  if (!P.misclassified.length) { box.append(el('p', { text: 'The model gets every image in this lesson right (or the lesson has no labelled images).' })); return; }
+  if (!P.misclassified.length) { box.append(el('p', { text: P.images.some((im) => im.label != null && im.label !== im.prediction) ? 'This lesson was built without saliency maps for its misclassified images.' : 'The model gets every image in this lesson right (or the lesson has no labelled images).' })); return; }
   box.append(el('p', { text: 'Where the model looked: Grad-CAM (its last convolutional block) and Integrated Gradients (every pixel), for the class it chose and for the true class.' }));
   for (const m of P.misclassified) {
     const pics = Object.entries(m.maps).map(([key, png]) => {
