@@ -42,9 +42,13 @@ def lens_checkpoints(tiny_ckpt, tmp_path_factory):
     return {**lc, "imported": os.path.join(lc["dir"], "imported.pt"), "spoilt": spoilt}
 
 
-def open_home(page, url: str) -> None:
+def open_home(page, url: str, checkpoint: str | None = "wrong.pt") -> None:
+    """A new session on Home with `checkpoint` open (None: whatever the picker offers first)."""
     page.goto(url + "/")
-    wait_ready(page, "CNN Lens", ".st-key-home_card")
+    wait_ready(page, "CNN Lens")
+    if checkpoint and not picked(page).startswith(checkpoint):
+        pick_checkpoint(page, checkpoint)
+    page.locator(".st-key-home_card").first.wait_for(state="visible")
 
 
 def open_page(page, path: str, title: str, extra: str) -> None:
@@ -86,7 +90,7 @@ def test_picker_above_the_fold_and_a_trained_default(browser_page, server, lens_
     became the default. 10: Home's card cut "torchvision/…"."""
     url, _ = server
     page = browser_page
-    open_home(page, url)
+    open_home(page, url, checkpoint=None)
     no_exception(page, "Home")
     box = inside(page, ".st-key-side_ckpt", "the checkpoint picker")
     assert box["bottom"] <= 900
