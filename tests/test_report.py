@@ -101,9 +101,11 @@ def with_data(tiny_ckpt, moved_data, tmp_path_factory):
     return out.read_text(encoding="utf-8")
 
 
-def ckpt_copy(tiny_ckpt, tmp_path, classes=None) -> str:
-    """The tiny checkpoint with its data path pointing nowhere (and other class names, when given)."""
+def ckpt_copy(tiny_ckpt, tmp_path, classes=None, temperature=None) -> str:
+    """The tiny checkpoint with its data path pointing nowhere (other class names, a temperature, when given)."""
     ck = load_checkpoint(tiny_ckpt)
+    if temperature is not None:
+        ck["temperature"] = temperature
     missing = str(tmp_path / "gone")
     ck["data"] = {**ck["data"], "path": missing}
     ck["config"] = {**ck.get("config", {}), "data": missing}
@@ -137,13 +139,17 @@ def test_report_with_data_has_every_section_and_is_self_contained(with_data):
 
 def test_report_without_the_test_images_says_why_and_renders_the_rest(tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "r.html"
-    rc, stdout, err = run_cli([ckpt_copy(tiny_ckpt, tmp_path), "--out", out], capsys)
+    temp = {"T": 1.7, "ece_before": 0.2, "ece_after": 0.05, "nll_before": 0.7, "nll_after": 0.4,
+            "fitted_on": "validation split"}
+    rc, stdout, err = run_cli([ckpt_copy(tiny_ckpt, tmp_path, temperature=temp), "--out", out], capsys)
     assert rc == 0 and "wrote" in stdout and err == ""
     text = out.read_text(encoding="utf-8")
     self_contained(text)
     for sid in ("confusion", "per-class"):                                   # from the stored predictions
         assert 'class="absent"' not in section_html(text, sid) and "<table" in section_html(text, sid), sid
-    assert "ECE" in section_html(text, "calibration") and "cleanlab flags" in section_html(text, "labels")
+    assert "cleanlab flags" in section_html(text, "labels")
+    cal = section_html(text, "calibration")                 # before and after the stored temperature
+    assert "T = 1.7000" in cal and "0.2000 → 0.0500" in cal and 'class="absent"' not in cal
     for sid in ("errors", "robustness"):
         absent = re.findall(r'<p class="absent">(.*?)</p>', section_html(text, sid), re.S)
         assert len(absent) == 1 and "test images" in absent[0], (sid, absent)
@@ -163,6 +169,20 @@ def test_class_names_holding_markup_stay_text(tiny_ckpt, tmp_path, capsys):
     assert all(a.get("src", "").startswith("data:") for t, a in tags.tags if t == "img")
     for evil in EVIL:
         assert evil not in text
+
+
+def test_many_classes_get_the_most_confused_pairs_instead_of_the_matrix():
+    from cnnlib.diagnose import report_sections as rs
+    from cnnlib.diagnose.evaluate import compute_report
+    rng = np.random.default_rng(0)
+    k = rs.MATRIX_MAX + 5
+    probs = rng.dirichlet(np.ones(k), size=300)
+    rep = compute_report(rng.integers(0, k, 300), probs, [f"c<{i}>" for i in range(k)], top=30)
+    text = rs.confusion(rep)
+    assert f"The full {k} × {k} matrix is left out" in text and 'class="cm' not in text
+    assert text.count("<tr>") == len(rep["most_confused"]) + 1 and "c&lt;" in text and "c<" not in text
+    small = compute_report(rng.integers(0, 12, 300), rng.dirichlet(np.ones(12), size=300), [str(i) for i in range(12)])
+    assert 'class="cm' in rs.confusion(small) and "left out" not in rs.confusion(small)
 
 
 def test_cli_errors_are_one_sentence(tiny_ckpt, tmp_path, capsys):
@@ -247,3 +267,28 @@ def test_report_in_chromium_loads_nothing_and_shows_its_images(with_data, tmp_pa
     assert len(heads) == len(SECTIONS) and "Summary" in heads and "Calibration" in heads
     assert widths and min(widths) > 0
     assert overflow <= 0, f"the page is {overflow} px wider than the window"
+
+
+def test_dashboard_builder_is_cached_per_checkpoint_and_data(tiny_ckpt, tmp_path, monkeypatch):
+    import sys
+    dash = str(Path(__file__).resolve().parent.parent / "dashboard")
+    if dash not in sys.path:
+        sys.path.insert(0, dash)
+    import report as dash_report
+    from checkpoints import Ctx
+    from cnnlib.diagnose import report
+    from cnnlib.inference import load_model
+    calls = []
+    real = report.build_report
+    monkeypatch.setattr(report, "build_report", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
+    dash_report._report.clear()
+    ctx = Ctx(f"{tiny_ckpt}@1", "my <model>.pt", load_model(ckpt_copy(tiny_ckpt, tmp_path)), "")
+    first = dash_report.report_bytes(ctx, errors=2)
+    assert dash_report.report_bytes(ctx, errors=2) == first and len(calls) == 1     # the second from the cache
+    text = first.decode("utf-8")
+    self_contained(text)
+    assert "CNN Lens report: my &lt;model&gt;.pt" in text
+    other = Ctx(f"{tiny_ckpt}@1", "my <model>.pt", ctx.model, str(tmp_path / "elsewhere"))
+    dash_report.report_bytes(other, errors=2)
+    assert len(calls) == 2 and calls[1][0] == str(tmp_path / "elsewhere")          # another Data folder: built
+    assert dash_report.file_name(ctx) == "my__model_report.html"

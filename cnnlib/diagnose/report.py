@@ -211,7 +211,10 @@ def build_report(model, data: str | None = None, root: str | None = None, errors
             cards, mlabel = _error_cards(model, x, preds, classes, errors, method, verdicts, paths)
             why_err = None
         n_wrong = int((preds["preds"] != preds["targets"]).sum())
-        parts.append(rs.errors_section(cards, n_wrong, mlabel, why_err, triage_note))
+        counts = {}
+        for r in verdicts.values():
+            counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+        parts.append(rs.errors_section(cards, n_wrong, mlabel, why_err, triage_note, counts))
         parts.append(rs.label_section(*_labels(preds, classes, x, paths)))
     else:
         for sid, title in (("confusion", "Confusion matrix"), ("per-class", "Per-class precision, recall and F1"),

@@ -185,7 +185,8 @@ def calibration_section(rep: dict, after: dict | None, temp: dict | None) -> str
     return section("calibration", "Calibration", body)
 
 
-def errors_section(cards: list[dict], n_wrong: int, method: str, why: str | None, triage_note: str | None) -> str:
+def errors_section(cards: list[dict], n_wrong: int, method: str, why: str | None, triage_note: str | None,
+                   verdict_counts: dict | None = None) -> str:
     title = "Top errors (most confident wrong)"
     if why:
         return section("errors", title, absent(why))
@@ -195,6 +196,9 @@ def errors_section(cards: list[dict], n_wrong: int, method: str, why: str | None
            "predicted and for the true class (red: what raised that class's score).</p>"]
     if triage_note:
         out.append(absent(triage_note))
+    elif verdict_counts:
+        out.append("<p>Triage of all " + str(sum(verdict_counts.values())) + " mistakes (cnnlib triage): " + ", ".join(
+            f"{esc(v)} {c}" for v, c in verdict_counts.items()) + ".</p>")
     out.append('<div class="errs">')
     for c in cards:
         figs = "".join(f"<figure>{img(a, alt, 96)}{esc(cap)}</figure>" for a, alt, cap in c["images"])
