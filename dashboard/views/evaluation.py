@@ -45,10 +45,11 @@ def _cell_clicked():
     if points:
         ui.remember("eval_true", points[0]["y"])
         ui.remember("eval_pred", points[0]["x"])
-        st.session_state[_SCROLL] = st.session_state.get(_SCROLL, 0) + 1     # its images: bring them into view
+        st.session_state[_CLICKS] = st.session_state.get(_CLICKS, 0) + 1
+        st.session_state[_SCROLL] = True                 # this run only: bring the cell's images into view
 
 
-_SCROLL = "evaluation.cell_clicks"      # session state: how many cells were clicked (the scroll's token)
+_CLICKS, _SCROLL = "evaluation.cell_clicks", "evaluation.scroll"     # session state: the scroll's token; pending
 
 
 with ui.guard("drawing the confusion matrix"):
@@ -83,8 +84,8 @@ with ui.guard("drawing the confusion matrix"):
     ui.download_csv(cm_rows, "confusion-matrix.csv", key="eval_cm_csv", label="Download the matrix (CSV)")
 
 with ui.guard("showing the images of a cell"):
-    if _SCROLL in st.session_state:       # a clicked cell's images start far below the matrix
-        ui.scroll_into_view("eval_cell_block", token=st.session_state[_SCROLL])
+    if st.session_state.pop(_SCROLL, False):      # a clicked cell's images start far below the matrix
+        ui.scroll_into_view("eval_cell_block", token=st.session_state[_CLICKS])
     with st.container(key="eval_cell_block"):
         worst = rep["most_confused"][0] if rep.get("most_confused") else {"true": 0, "pred": 0}
         st.markdown("**Images behind one cell** — click a cell above, or choose it here "
