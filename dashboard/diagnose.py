@@ -229,6 +229,10 @@ def comparison(a: Ctx, b: Ctx, pixels) -> tuple[dict, dict, dict]:
         raise CNNLibError(("B was tested on other images than A, and A's" if not same else "Comparing needs stored "
                            "test predictions in both checkpoints or A's") + " test images are not on disk to "
                           "evaluate both on them: type their folder into Data folder")
+    shape_a, shape_b = (tuple(int(v) for v in m.get("input_shape") or ()) for m in (a.meta, b.meta))
+    if shape_a != shape_b:
+        raise CNNLibError(f"B takes {'x'.join(map(str, shape_b))} images and A's test images are "
+                          f"{'x'.join(map(str, shape_a))} (C x H x W), so the two cannot be compared on the same pixels")
     key = "pixels:" + testdata.pixels_key(a)                 # B's predictions on A's pixels are keyed by A's data
     pa, pb = compute.evaluation(a, pixels)[0], compute.evaluation(b, pixels, key)[0]
     return _compare(a.key, b.key, key, tuple(a.classes), None, None, pa, pb), pa, pb

@@ -361,6 +361,8 @@ def test_error_sentences_start_with_a_capital_letter(monkeypatch):
     def refuse(*a, **k):
         raise CNNLibError("comparing needs the same images: got 3 targets")
     monkeypatch.setattr(compare, "compare", refuse)
+    import diagnose
+    diagnose._compare.clear()                                  # computed by an earlier test: not cached here
     at = go(app(), "Two models", errors=True)
     assert [e.value for e in at.error] == ["Comparing needs the same images: got 3 targets."]
     assert ui.capitalised("x.pt was refused.") == "x.pt was refused."          # a file name stays as written
@@ -392,3 +394,25 @@ def test_training_table_best_epoch_column_has_one_type(lens_checkpoints, importe
     df = next(d.value for d in at.dataframe if "best epoch" in d.value.columns)
     assert len(df) == 2 and "—" in list(df["best epoch"]) and len({type(v) for v in df["best epoch"]}) == 1
     assert not [m for m in seen if "Arrow" in m], seen      # no pyarrow conversion failure in the server log
+
+
+def test_two_models_says_when_b_cannot_take_as_images(lens_checkpoints, tmp_path, monkeypatch):
+    from cnnlib.io.checkpoint import save_checkpoint
+    from cnnlib.models.registry import get_model
+    classes = lens_checkpoints["classes"]
+    kwargs = {"num_classes": len(classes), "image_size": 8}           # B reads 8 x 8 images, A's are 16 x 16
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    save_checkpoint({"model": {"name": "simple_cnn", "kwargs": kwargs}, "state_dict": get_model("simple_cnn", **kwargs)
+                     .state_dict(), "classes": classes, "input_shape": [3, 8, 8],
+                     "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+                     "data": {"name": "elsewhere", "path": str(tmp_path / "elsewhere"), "split_seed": 0}},
+                    str(folder / "small.pt"))
+    shutil.copy(lens_checkpoints["tiny"], folder / "tiny.pt")
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(folder))
+    at = app()
+    widget(at, "side_ckpt").set_value(str(folder / "tiny.pt")).run()
+    go(at, "Two models", errors=True)
+    assert widget(at, "cmp_other").value == str(folder / "small.pt")
+    assert [e.value for e in at.error] == ["B takes 3x8x8 images and A's test images are 3x16x16 (C x H x W), so the "
+                                           "two cannot be compared on the same pixels."]
