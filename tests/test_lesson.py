@@ -215,3 +215,18 @@ def test_cli_builds_and_refuses_in_one_sentence(built, tmp_path):
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("error: cannot turn lesson_test_cumprod into ONNX") and "'1' (CumProd)" in err, err
     assert "cumprod" in err and "Traceback" not in err
+
+
+def test_home_builds_the_lesson_and_offers_it_as_a_download(lens_checkpoints, monkeypatch):
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", lens_checkpoints["dir"])
+    monkeypatch.setenv("CNNLENS_PREFETCH", "0")
+    from test_dashboard_support import app, ok, walk
+    at = app()
+    assert "Share as a lesson" in [s.value for s in at.subheader]
+    at.button(key="lesson_build").click().run(timeout=300)
+    ok(at)
+    nodes = [n for n in walk(at.main) if getattr(n, "key", None) == "lesson_download"
+             or "lesson_download" in str(getattr(getattr(n, "proto", None), "id", ""))]
+    assert nodes, "no download button after building"
+    label = str(getattr(nodes[0], "proto", nodes[0]))
+    assert "Download the lesson" in label and " MB)" in label, label[:300]

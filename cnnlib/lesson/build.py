@@ -72,6 +72,7 @@ def build_lesson(ckpt_path, out, images: int = 5, title: str | None = None, sing
                  saliency_limit: int | None = None) -> str:
     """Write the lesson for a checkpoint; returns the path of its page (see the module docstring).
 
+    `ckpt_path`: a checkpoint (path, bytes, loaded dict) or a model from load_model (only read: copies do the work).
     `out` is a folder (directory form; single file: out/index.html) or, with single_file, a file ending in .html.
     """
     from cnnlib.inference import load_model
@@ -81,7 +82,8 @@ def build_lesson(ckpt_path, out, images: int = 5, title: str | None = None, sing
 
     if int(images) < 1:
         raise CNNLibError(f"--images must be at least 1, not {images}")
-    model = load_model(ckpt_path, "cpu")
+    loaded = hasattr(ckpt_path, "meta") and callable(getattr(ckpt_path, "named_modules", None))
+    model = ckpt_path if loaded else load_model(ckpt_path, "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         layout = export_lesson_onnx(model, os.path.join(tmp, "model.onnx"))
         onnx_bytes = Path(tmp, "model.onnx").read_bytes()

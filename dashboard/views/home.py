@@ -43,3 +43,6 @@ if ctx is not None:
 
     st.subheader("Where to go next")
     frame.links()
+
+    import lesson
+    lesson.share_section(ctx)
