@@ -337,7 +337,8 @@ def test_saliency_every_method_targets_and_caching(misses):
     ok(at)
     assert misses["attribute_many"] == before                    # opacity: no recomputation
     assert len(images_in(block(at, "sal_result"))) == 3
-    widget(at, "sal_targets").set_value([0, 1])
+    sal = widget(at, "sal_targets")                              # the prediction + one more class (issue 18.7)
+    sal.set_value([v for v in range(4) if sal.format_func(v) in sal.options][:1])
     widget(at, "sal_scale").set_value("shared").run()
     ok(at)
     assert misses["attribute_many"] == before + 1
@@ -367,7 +368,8 @@ def test_saliency_options_start_at_cnnlibs_defaults(monkeypatch):
 def test_saliency_grid_has_one_column_per_image_and_no_toolbar_over_the_top_label():
     """Defects: the multi-target grid wrapped into ragged rows; Plotly's toolbar covered the top-1 label."""
     at = app("Saliency")
-    widget(at, "sal_targets").set_value([0, 1, 2, 3])
+    sal = widget(at, "sal_targets")                              # the prediction + the three other classes
+    sal.set_value([v for v in range(4) if sal.format_func(v) in sal.options])
     widget(at, "sal_bare").set_value(True).run()
     ok(at)
     rows = [c for c in block(at, "sal_result").children.values()]
