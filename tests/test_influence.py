@@ -64,3 +64,41 @@ def test_bad_inputs_and_checkpoint_cache(setup, tiny_ckpt):
     b = influence_for_checkpoint(model, x[0], k=4)        # features read back from the cache
     assert np.array_equal(a["proponents"]["indices"], b["proponents"]["indices"])
     assert np.allclose(a["opponents"]["scores"], b["opponents"]["scores"])
+
+
+def test_scaled_logits_are_followed_and_a_head_that_is_not_linear_is_refused(setup):
+    """resnet9 multiplies its last layer's output by 1/8: the loss gradient must include it."""
+    from torch import nn
+
+    from cnnlib.models.registry import get_model
+    torch.manual_seed(0)
+    model = get_model("resnet9", num_classes=4, width=4, image_size=16).eval()
+    model.meta = {"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "input_shape": [3, 16, 16],
+                  "classes": list("abcd")}
+    with torch.no_grad():
+        model.fc.weight.mul_(40.0)                             # logits far from uniform: the scale matters
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (40, 3, 16, 16)).astype(np.uint8)
+    y = rng.integers(0, 4, 40)
+    f = train_features(model, x)
+    res = proponents_opponents(model, x[3], train_y=y, features=f, k=40)
+    from cnnlib.models.anatomy import penultimate_features
+    ft = penultimate_features(model, torch.from_numpy(x[3:4]))["features"][0]
+    w = model.fc.weight.detach().numpy() * model.scale
+
+    def grad(feat, label):
+        return torch.softmax(torch.from_numpy(feat @ w.T), -1).numpy() - np.eye(4)[label]
+
+    want = np.array([(grad(f[j], int(y[j])) @ grad(ft, res["label"])) * (f[j] @ ft) for j in range(len(y))])
+    # the softmax of the scaled logits; Captum takes the gradient w.r.t. the logits (the weights' differs by 1/8^2)
+    got = np.empty(len(y))
+    got[res["proponents"]["indices"]] = res["proponents"]["scores"]
+    assert np.allclose(got, want, rtol=1e-3, atol=1e-6)
+    unscaled = np.array([((torch.softmax(torch.from_numpy(f[j] @ w.T / model.scale), -1).numpy() - np.eye(4)[y[j]])
+                          @ grad(ft, res["label"])) * (f[j] @ ft) for j in range(len(y))])
+    assert not np.allclose(got, unscaled, rtol=1e-2)                # forgetting the 1/8 would give other scores
+    model.fc = nn.Sequential(nn.Linear(model.fc.in_features, 4), nn.Tanh())     # a squashing head
+    with torch.no_grad():
+        model.fc[0].weight.mul_(50.0)                                          # ... well into saturation
+    with pytest.raises(CNNLibError, match="Linear"):
+        proponents_opponents(model, x[3], x, y)

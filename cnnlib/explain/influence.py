@@ -9,7 +9,8 @@
 TracIn scores a training example z by the dot product of its loss gradient with the test example's, summed
 over training checkpoints weighted by the learning rate. A checkpoint stores only its final weights, so this is
 TracIn with one checkpoint (learning rate 1) and gradients of the final layer only (captum.influence.TracInCPFast,
-exact for that layer: the product of the layers' inputs times the product of the logits' gradients). The final
+exact for that layer: the product of the layers' inputs times the product of the logits' gradients, through the
+constant a network may multiply its logits by, measured on the query image). The final
 layer's input is the penultimate feature vector, so Captum runs on that layer alone over the training images'
 features, computed once (and, for a checkpoint, cached beside the neighbour index): a query is then a few matrix
 products, not a pass over the training images. Positive score: a proponent (training on it lowered the test
@@ -34,13 +35,33 @@ def train_features(model: nn.Module, train_x, batch_size: int | None = None, pro
     return penultimate_features(model, train_x, batch_size=batch_size, progress=progress)["features"]
 
 
-def _final_layer(model: nn.Module) -> nn.Linear:
+class _Head(nn.Module):
+    """The final Linear layer followed by the constant the network multiplies its output by (resnet9: 1/8)."""
+
+    def __init__(self, fc: nn.Linear, scale: float):
+        super().__init__()
+        self.fc, self.scale = fc, scale
+
+    def forward(self, f):
+        return self.fc(f) * self.scale
+
+
+def _head(model: nn.Module, features: np.ndarray, logits: np.ndarray) -> _Head:
+    """A copy of the final layer and the logits' scale, measured on (features (B, D), logits (B, K)) by least
+    squares; CNNLibError when the logits are not that layer's output times a constant (a head TracIn-last-layer
+    cannot follow)."""
     from cnnlib.models.anatomy import penultimate_layer
     from cnnlib.modelops import get_layer
-    layer = copy.deepcopy(get_layer(model, penultimate_layer(model))).float().cpu().eval()
-    for p in layer.parameters():
+    fc = copy.deepcopy(get_layer(model, penultimate_layer(model))).float().cpu().eval()
+    for p in fc.parameters():
         p.requires_grad_(True)
-    return layer
+    with torch.no_grad():
+        raw = fc(torch.from_numpy(features.astype(np.float32))).double().numpy()
+    scale = float((raw * logits).sum() / max((raw * raw).sum(), 1e-30))
+    if not np.allclose(raw * scale, logits, rtol=1e-3, atol=1e-3 * max(np.abs(logits).max(), 1.0)):
+        raise CNNLibError("this network's logits are not its last Linear layer's output (times a constant), so "
+                          "TracIn on the final layer does not apply to it")
+    return _Head(fc, scale)
 
 
 def proponents_opponents(model: nn.Module, x01, train_x=None, train_y=None, k: int = 8, label: int | None = None,
@@ -64,7 +85,8 @@ def proponents_opponents(model: nn.Module, x01, train_x=None, train_y=None, k: i
     out = penultimate_features(model, x[None])
     pred = int(out["preds"][0])
     target = pred if label is None else int(label)
-    layer = _final_layer(model)
+    head = _head(model, out["features"], out["logits"])
+    layer = head.fc
     if f.shape[1] != layer.in_features:
         raise CNNLibError(f"the training features have {f.shape[1]} numbers but the final layer reads "
                           f"{layer.in_features}: they come from another model")
@@ -73,7 +95,7 @@ def proponents_opponents(model: nn.Module, x01, train_x=None, train_y=None, k: i
     k = max(1, min(int(k), len(y)))
     loader = DataLoader(TensorDataset(torch.from_numpy(np.ascontiguousarray(f)), torch.from_numpy(y)),
                         batch_size=batch_size, shuffle=False)
-    tracin = TracInCPFast(layer, layer, loader, checkpoints=[0], checkpoints_load_func=lambda m, c: 1.0,
+    tracin = TracInCPFast(head, layer, loader, checkpoints=[0], checkpoints_load_func=lambda m, c: 1.0,
                           loss_fn=nn.CrossEntropyLoss(reduction="sum"), batch_size=batch_size)
     test = (torch.from_numpy(out["features"][:1].astype(np.float32)), torch.tensor([target]))
     res = {"label": target, "pred": pred}
