@@ -11,10 +11,10 @@ get one sentence.
 Skipped with --no-browser / CNNLENS_SKIP_BROWSER=1; without Chromium it fails (CI installs it)."""
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import http.server
+import re
 import threading
 from pathlib import Path
 
@@ -248,6 +248,30 @@ def test_what_if_reruns_every_layer(browser, lessons):
         poll(page, f"window.cnnlensLesson.current.outs.logits.data[0] !== {after[0]!r}")
         painted = page.evaluate("Array.from(window.cnnlensLesson.current.outs.logits.data)")
         assert np.abs(np.array(painted) - after).max() > 1e-6
+        assert not problems, problems
+
+
+def test_click_a_unit_guess_before_reveal_and_print_a_worksheet(browser, lessons):
+    ckpt, folder = lessons("simple_cnn")
+    with static_server(folder) as url, lesson_page(browser, url + "index.html") as (page, problems):
+        page.locator("#overview canvas.clickable").first.click(position={"x": 3, "y": 3})
+        assert page.locator("#view-unit").is_visible()
+        assert page.locator("#unit h2").text_content().startswith("conv1, channel 0, row 0, col 0")
+        assert page.locator("#unit .check").count() >= 3                 # conv, BatchNorm, ReLU (and pool) checked
+        page.click("#tabs button[data-id='exercises']")
+        page.wait_for_selector("#exercises[data-done]", state="attached", timeout=60_000)
+        card = page.locator(".exercise[data-kind='class']").first
+        check = card.get_by_role("button", name="Check")
+        assert check.is_disabled()                                        # no reveal before a guess
+        assert card.locator(".result").text_content() == ""
+        card.locator(".choice").first.click()
+        check.click()
+        assert re.match(r"(Right|Not quite): the model's answer is ", card.locator(".result").text_content())
+        page.emulate_media(media="print")
+        assert page.locator(".answer-key").is_visible() and not page.locator("#tabs").is_visible()
+        assert page.locator("#view-exercises").is_visible() and not page.locator("#view-overview").is_visible()
+        n = page.evaluate("window.cnnlens.exercises().length")
+        assert page.locator(".answer-key li").count() == n
         assert not problems, problems
 
 
