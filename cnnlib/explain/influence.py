@@ -98,11 +98,12 @@ def proponents_opponents(model: nn.Module, x01, train_x=None, train_y=None, k: i
     tracin = TracInCPFast(head, layer, loader, checkpoints=[0], checkpoints_load_func=lambda m, c: 1.0,
                           loss_fn=nn.CrossEntropyLoss(reduction="sum"), batch_size=batch_size)
     test = (torch.from_numpy(out["features"][:1].astype(np.float32)), torch.tensor([target]))
+    scores = tracin.influence(test, k=None)[0].detach()            # (N,): one pass for both ends
     res = {"label": target, "pred": pred}
-    for which, pro in (("proponents", True), ("opponents", False)):
-        idx, scores = tracin.influence(test, k=k, proponents=pro)
-        res[which] = {"indices": idx[0].numpy().astype(np.int64), "scores": scores[0].detach().numpy().astype(np.float32),
-                      "labels": y[idx[0].numpy()]}
+    for which, largest in (("proponents", True), ("opponents", False)):
+        val, idx = torch.topk(scores, k, largest=largest)
+        idx = idx.numpy().astype(np.int64)
+        res[which] = {"indices": idx, "scores": val.numpy().astype(np.float32), "labels": y[idx]}
     return res
 
 
