@@ -198,9 +198,8 @@ def read_header(root: str, key: str) -> dict:
     """The JSON header of cache entry `key` ({} when missing or unreadable)."""
     try:
         with open(_base(root, key) + ".json", encoding="utf-8") as f:
-            head = json.load(f)
-        return head if isinstance(head, dict) else {}
-    except (OSError, ValueError):
+            return dict(json.load(f))
+    except (OSError, ValueError, TypeError):
         return {}
 
 
@@ -261,16 +260,16 @@ def classes_of(folder: str) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir())   # torchvision's find_classes
 
 
-def _files(folder: str):
-    """The image files of `folder` in scan's order, lazily (without walking the other classes first)."""
-    for cls in classes_of(folder):
+def _files(folder: str, classes: list[str] | None = None):
+    """(file, label) of `folder`'s images in scan's order, lazily (the first class is read before the others)."""
+    for k, cls in enumerate(classes_of(folder) if classes is None else classes):
         for top, _, names in sorted(os.walk(os.path.join(folder, cls), followlinks=True)):
-            yield from (os.path.join(top, n) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS))
+            yield from ((os.path.join(top, n), k) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS))
 
 
 def first_file(folder: str) -> str:
     """The first image of scan(folder), without walking the other classes."""
-    for path in _files(folder):
+    for path, _ in _files(folder):
         return path
     raise DatasetError(f"{folder} holds no images (file types: {' '.join(IMAGE_EXTENSIONS)})")
 
@@ -279,7 +278,7 @@ def first_size(folder: str) -> tuple[int, int]:
     """(width, height) of the first file of scan(folder) that Pillow can identify (read from its header, not
     decoded); files that are not images are passed over. Raises DatasetError when there is none."""
     from PIL import Image
-    for path in _files(folder):
+    for path, _ in _files(folder):
         try:
             with Image.open(path) as im:
                 return im.size
@@ -292,7 +291,7 @@ def first_image(folder: str):
     """The first decodable image of scan(folder) (a PIL image in RGB or L); unreadable files are passed over.
     Raises DatasetError when the folder holds no image that can be decoded."""
     seen = 0
-    for path in _files(folder):
+    for path, _ in _files(folder):
         seen += 1
         try:
             return images.load_image(path)
@@ -305,10 +304,8 @@ def first_image(folder: str):
 
 def scan(folder: str) -> tuple[list[str], list[tuple[str, int]]]:
     """(classes, [(file, label), ...]) in torchvision ImageFolder's order (classes, then walk, sorted)."""
-    classes, samples = classes_of(folder), []
-    for k, cls in enumerate(classes):
-        for top, _, names in sorted(os.walk(os.path.join(folder, cls), followlinks=True)):
-            samples += [(os.path.join(top, n), k) for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)]
+    classes = classes_of(folder)
+    samples = list(_files(folder, classes))
     if not samples:
         raise DatasetError(f"{folder} holds no images (file types: {' '.join(IMAGE_EXTENSIONS)})")
     return classes, samples
