@@ -23,6 +23,7 @@ from cnnlib.io import webpage
 
 SECTIONS = ["summary", "curves", "confusion", "per-class", "calibration", "errors", "labels", "robustness"]
 EVIL = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"]
+EVIL_FILE = "<i onmouseover=alert(1)>"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "report"
 
 
@@ -81,8 +82,8 @@ def moved_data(tiny_ckpt, tmp_path_factory):
     dst = tmp_path_factory.mktemp("moved") / "data"
     shutil.copytree(src, dst)
     reds = sorted((dst / "test" / "red").iterdir())[:4]
-    for f in reds:
-        f.rename(dst / "test" / "green" / f"moved_{f.name}")
+    for i, f in enumerate(reds):                # one file name holds markup: shown as text
+        f.rename(dst / "test" / "green" / (f"moved_{f.name}" if i else f"moved_{EVIL_FILE}{f.name}"))
     return dst
 
 
@@ -127,7 +128,8 @@ def test_report_with_data_has_every_section_and_is_self_contained(with_data):
     assert errors.count("<img") == 3 * cards               # the image, saliency for predicted and for true class
     assert "true <b>red</b>, predicted <b>green</b>" not in errors   # the moved ones: given green, model says red
     assert "true <b>green</b>, predicted <b>red</b>" in errors
-    assert "moved_" in errors                                # the file name is shown
+    assert "moved_" in errors                                # the file name is shown, as text
+    assert "moved_&lt;i onmouseover=alert(1)&gt;" in errors and EVIL_FILE not in with_data
     assert ("Triage: " in errors) or ("Triage verdicts are left out" in errors)
     assert "<table" in section_html(with_data, "confusion") and "<img" in section_html(with_data, "curves")
     assert "best epoch" in section_html(with_data, "curves")

@@ -243,9 +243,9 @@ def robustness_section(res: dict | None, why: str | None) -> str:
     if res is None:
         return section("robustness", title, absent(why or "No cached robustness results."))
     sev = res["settings"]["severities"]
-    fig, (ax,) = _figure(7.5, 3.4)
-    for c, row in res["accuracy"].items():
-        ax.plot(sev, row, "-o", ms=2.5, lw=1, alpha=.8)
+    fig, (ax,) = _figure(9, 3.6)
+    for i, (c, row) in enumerate(res["accuracy"].items()):             # 10 colours: the rest dashed
+        ax.plot(sev, row, "--o" if i >= 10 else "-o", ms=2.5, lw=1, alpha=.8, label=c)
     mean = np.mean(np.asarray(list(res["accuracy"].values())), 0)
     ax.plot(sev, mean, "-o", color="black", lw=2.5, label="mean of all corruptions")
     ax.axhline(res["clean_accuracy"], ls="--", color="#c03030", lw=1, label="clean")
@@ -254,7 +254,7 @@ def robustness_section(res: dict | None, why: str | None) -> str:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.grid(alpha=.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     head = "".join(f"<th>s{s}</th>" for s in sev)
     rows = "".join(f"<tr><td class=\"l\">{esc(c)}</td>" + "".join(f"<td>{pct(a)}</td>" for a in row)
