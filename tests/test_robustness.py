@@ -76,7 +76,7 @@ def test_zoom_is_scipy_zoom_order_1():
 
     from cnnlib.diagnose.robustness import _zoom
     rng = np.random.default_rng(0)
-    for h, f in ((32, 1.01), (32, 1.26), (28, 1.75), (64, 2.25)):
+    for h, f in ((32, 1.01), (32, 1.26), (28, 1.75), (64, 2.25), (96, 1.13)):     # 96: the torch path
         x = rng.random((h, h, 3))
         ch = int(np.ceil(h / f))
         top = (h - ch) // 2

@@ -4,8 +4,7 @@
     res = robustness_for_checkpoint(model, images=1000)          # its test split, cached per checkpoint
     res["accuracy"]        {corruption: [acc at severity 1..5]};   res["clean_accuracy"]
     res["per_class"]       {corruption: [[acc of class k] per severity]} (None where a class has no image)
-    res["first_flip"]      [{"index", "corruption", "severity"}]: images right when clean, by the lowest severity
-                           (of any corruption) at which they become wrong, first the earliest
+    res["first_flip"]      [{"index", "corruption", "severity"}]: clean-right images by the lowest severity that flips them
     corrupt(x_hwc_uint8, "fog", 3, rng)                          # one image (H, W, C) uint8 -> the same shape
 
 The corruptions and their 5 parameter sets are CIFAR-10-C's (Hendrycks & Dietterich, ICLR 2019; make_cifar_c.py of
@@ -67,7 +66,7 @@ P = {
 # -----------------------------------------------------------------------------
 # the corruptions: x float (H, W, 3) in [0, 1] -> float (H, W, 3), clipped by the caller
 
-def _blur(x, sigma, mode="nearest", truncate=4.0):
+def _blur(x, sigma, mode="nearest", truncate=4.0):              # skimage.filters.gaussian, channels apart
     from scipy.ndimage import gaussian_filter
     return gaussian_filter(x, sigma=(sigma, sigma, 0)[:x.ndim], mode=mode, truncate=truncate)
 
@@ -100,8 +99,7 @@ def _motion(x, radius: float, sigma: float, angle: float) -> np.ndarray:
 
 @functools.lru_cache(maxsize=512)
 def _linear(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) matrix of linear interpolation with the end points aligned: scipy.ndimage.zoom's order=1
-    sampling (output i reads input i (n_in - 1) / (n_out - 1))."""
+    """(n_out, n_in) linear interpolation, end points aligned: scipy.ndimage.zoom(order=1)'s sampling."""
     pos, m = np.arange(n_out) * ((n_in - 1) / max(n_out - 1, 1)), np.zeros((n_out, n_in))
     lo = np.minimum(np.floor(pos).astype(int), n_in - 1)
     hi, frac = np.minimum(lo + 1, n_in - 1), pos - lo
@@ -111,15 +109,20 @@ def _linear(n_in: int, n_out: int) -> np.ndarray:
 
 
 def _zoom(x, factor: float) -> np.ndarray:
-    """Centre crop of 1/factor of the image, zoomed back to its size (bilinear; scipy.ndimage.zoom(order=1), as
-    the definition, computed as two small matrix products)."""
+    """Centre crop of 1/factor of the image zoomed back to its size: the definition's scipy.ndimage.zoom(order=1)."""
     h = x.shape[0]
     ch = int(np.ceil(h / factor))
     top = (h - ch) // 2
-    out = int(round(ch * factor))
-    m = _linear(ch, out)
-    z = np.tensordot(m, x[top:top + ch, top:top + ch], axes=(1, 0))           # rows: (out, ch, ...)
-    z = np.moveaxis(np.tensordot(m, z, axes=(1, 1)), 0, 1)                    # columns: (out, out, ...)
+    out, crop = int(round(ch * factor)), x[top:top + ch, top:top + ch]
+    if h > 64:                            # dense matrices cost O(h^3): torch's bilinear, corners aligned, is the same
+        import torch
+        t = torch.from_numpy(np.ascontiguousarray(crop.reshape(ch, ch, -1).transpose(2, 0, 1)))[None]
+        z = torch.nn.functional.interpolate(t, size=(out, out), mode="bilinear", align_corners=True)[0]
+        z = z.numpy().transpose(1, 2, 0).reshape((out, out) + crop.shape[2:])
+    else:
+        m = _linear(ch, out)
+        z = np.tensordot(m, crop, axes=(1, 0))                                 # rows: (out, ch, ...)
+        z = np.moveaxis(np.tensordot(m, z, axes=(1, 1)), 0, 1)                 # columns: (out, out, ...)
     t = (out - h) // 2
     return z[t:t + h, t:t + h]
 
@@ -278,7 +281,7 @@ def robustness(model, x, y, corruptions=CORRUPTIONS, severities=SEVERITIES, imag
     """Accuracy of `model` on images x (N, C, H, W) uint8 with labels y (N,) under each corruption and severity
     (see the module docstring for the keys). images: a random sample of that many (None: all), drawn with `seed`;
     cache_dir: the result is kept there as JSON under the weights' hash and these settings, and reused."""
-    corruptions, severities = list(corruptions), [int(s) for s in severities]
+    corruptions, severities = list(corruptions), sorted({int(s) for s in severities})
     bad = [c for c in corruptions if c not in CORRUPTIONS] + [str(s) for s in severities if s not in SEVERITIES]
     if bad or not corruptions or not severities:
         raise CNNLibError(f"unknown corruption or severity {bad[0] if bad else '(none given)'}: corruptions are "
@@ -313,7 +316,7 @@ def robustness(model, x, y, corruptions=CORRUPTIONS, severities=SEVERITIES, imag
     try:
         for ci, name in enumerate(corruptions):
             acc[name], per_class[name] = [], []
-            for s in sorted(severities):
+            for s in severities:
                 rng = np.random.default_rng([seed, ci, s])
                 xc = np.empty_like(xs)
                 for i in range(n):
@@ -322,8 +325,7 @@ def robustness(model, x, y, corruptions=CORRUPTIONS, severities=SEVERITIES, imag
                 right = predict(xc) == ys
                 acc[name].append(float(right.mean()))
                 per_class[name].append(_per_class(right, ys, k))
-                newly = clean & ~right & (flip_at[ci] == 0)
-                flip_at[ci][newly] = s
+                flip_at[ci][clean & ~right & (flip_at[ci] == 0)] = s
     finally:
         bar.close()
     first, which = np.where(flip_at > 0, flip_at, 99).min(0), np.where(flip_at > 0, flip_at, 99).argmin(0)
