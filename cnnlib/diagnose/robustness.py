@@ -4,7 +4,7 @@
     res = robustness_for_checkpoint(model, images=1000)          # its test split, cached per checkpoint
     res["accuracy"]        {corruption: [acc at severity 1..5]};   res["clean_accuracy"]
     res["per_class"]       {corruption: [[acc of class k] per severity]} (None where a class has no image)
-    res["first_flip"]      [{"index", "corruption", "severity"}]: clean-right images by the lowest severity that flips them
+    res["first_flip"]      [{"index", "corruption", "severity"}]: clean-right images, lowest flipping severity first
     corrupt(x_hwc_uint8, "fog", 3, rng)                          # one image (H, W, C) uint8 -> the same shape
 
 The corruptions and their 5 parameter sets are CIFAR-10-C's (Hendrycks & Dietterich, ICLR 2019; make_cifar_c.py of
