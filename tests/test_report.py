@@ -173,6 +173,34 @@ def test_class_names_holding_markup_stay_text(tiny_ckpt, tmp_path, capsys):
         assert evil not in text
 
 
+@pytest.mark.parametrize("with_pixels", [True, False])
+def test_an_imported_checkpoint_without_history_or_predictions(tiny_ckpt, tmp_path, capsys, with_pixels):
+    """As `cnnlib import` writes it: no history, no metrics, no stored predictions. With its test images the
+    metrics are computed from them; without, every part but the summary says why in one sentence."""
+    ck = load_checkpoint(tiny_ckpt)
+    ck.update(history=[], best_epoch=None, metrics={})
+    ck.pop("test_predictions", None)
+    if not with_pixels:
+        ck["data"] = {**ck["data"], "path": str(tmp_path / "gone")}
+    path = str(tmp_path / "imported.pt")
+    save_checkpoint(ck, path)
+    out = tmp_path / "imported.html"
+    rc, _, err = run_cli([path, "--out", out, "--errors", "2"], capsys)
+    assert rc == 0, err
+    text = out.read_text(encoding="utf-8")
+    self_contained(text)
+    assert "no training history" in section_html(text, "curves")
+    for sid in ("confusion", "per-class", "calibration", "errors", "labels"):
+        absent = re.findall(r'<p class="absent">(.*?)</p>', section_html(text, sid), re.S)
+        if with_pixels:
+            assert "stores no test predictions" not in section_html(text, sid), sid
+        else:
+            assert len(absent) == 1 and "stores no test predictions" in absent[0], (sid, absent)
+    if with_pixels:
+        assert "Metrics computed on the test images." in section_html(text, "summary")
+        assert "<table" in section_html(text, "confusion")
+
+
 def test_many_classes_get_the_most_confused_pairs_instead_of_the_matrix():
     from cnnlib.diagnose import report_sections as rs
     from cnnlib.diagnose.evaluate import compute_report
@@ -294,3 +322,13 @@ def test_dashboard_builder_is_cached_per_checkpoint_and_data(tiny_ckpt, tmp_path
     dash_report.report_bytes(other, errors=2)
     assert len(calls) == 2 and calls[1][0] == str(tmp_path / "elsewhere")          # another Data folder: built
     assert dash_report.file_name(ctx) == "my__model_report.html"
+
+
+def test_pictures_are_enlarged_when_small_and_shrunk_when_large():
+    from cnnlib.diagnose.report import SIDE, _picture
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 255, (3, 32, 32), dtype=np.uint8)
+    big = _picture(small)
+    assert big.shape == (96, 96, 3) and np.array_equal(big[::3, ::3], small.transpose(1, 2, 0))
+    large = _picture(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    assert max(large.shape[:2]) <= SIDE * 4 // 3 and large.shape[2] == 3

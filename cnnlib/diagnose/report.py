@@ -105,7 +105,6 @@ def _cached_robustness(model, meta, data, root, x, y) -> tuple[dict | None, str 
 def _error_cards(model, x, preds, classes, n, method, verdicts, paths) -> tuple[list[dict], str]:
     """The n most confident mistakes with their pictures: image, saliency for the predicted and the true class."""
     import torch
-    from cnnlib import viz
     from cnnlib.explain.attribution import METHOD_LABELS, attribute_many
     probs, targets, pred = preds["probs"], preds["targets"], preds["preds"]
     conf = probs[np.arange(len(targets)), pred]
@@ -126,15 +125,27 @@ def _error_cards(model, x, preds, classes, n, method, verdicts, paths) -> tuple[
     cards = []
     for j, i in enumerate(order):
         t, p = int(targets[i]), int(pred[i])
-        pics = [(viz.enlarge(viz.to_hwc_uint8(x[i]), SIDE), "test image", "image")]
+        pics = [(_picture(x[i]), "test image", "image")]
         if maps is not None:
             for r, who in ((maps[0][j], "predicted"), (maps[1][j], "true")):
                 none = " (none)" if not r["scale"] > 0 else ""      # no pixel raised this class's score
-                pics.append((viz.enlarge(r["overlay"], SIDE), f"saliency for the {who} class", f"→ {who}{none}"))
+                pics.append((_picture(r["overlay"]), f"saliency for the {who} class", f"→ {who}{none}"))
         cards.append({"index": int(i), "true": classes[t], "pred": classes[p], "confidence": float(conf[i]),
                       "true_prob": float(probs[i, t]), "images": pics, "verdict": _verdict(verdicts.get(int(i))),
                       "path": paths[i] if paths else None})
     return cards, METHOD_LABELS.get(method, method)
+
+
+def _picture(a, side: int = SIDE) -> np.ndarray:
+    """Small images enlarged (nearest neighbour, crisp) to about `side`; large ones (224 px) shrunk to 4/3 of it."""
+    from PIL import Image
+    from cnnlib import viz
+    a = viz.to_hwc_uint8(a)
+    if max(a.shape[:2]) <= side * 4 // 3:
+        return viz.enlarge(a, side)
+    im = Image.fromarray(a)
+    im.thumbnail((side * 4 // 3, side * 4 // 3), Image.Resampling.LANCZOS)
+    return np.asarray(im)
 
 
 def _verdict(record: dict | None) -> dict | None:
@@ -145,7 +156,6 @@ def _verdict(record: dict | None) -> dict | None:
 
 
 def _labels(preds, classes, x, paths) -> tuple[dict | None, str | None, list[dict]]:
-    from cnnlib import viz
     from cnnlib.diagnose.labels import TRUSTED_ACCURACY, label_issues
     try:
         info = label_issues(preds["targets"], preds["probs"])
@@ -157,7 +167,7 @@ def _labels(preds, classes, x, paths) -> tuple[dict | None, str | None, list[dic
         i = int(i)
         rows.append({"index": i, "given": classes[int(preds["targets"][i])], "suggested": classes[int(info["suggested"][i])],
                      "quality": float(info["quality"][i]), "path": paths[i] if paths else None,
-                     "image": None if x is None else viz.enlarge(viz.to_hwc_uint8(x[i]), 48)})
+                     "image": None if x is None else _picture(x[i], 48)})
     return info, None, rows
 
 
