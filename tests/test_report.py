@@ -174,7 +174,8 @@ def test_class_names_holding_markup_stay_text(tiny_ckpt, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("with_pixels", [True, False])
-def test_an_imported_checkpoint_without_history_or_predictions(tiny_ckpt, tmp_path, capsys, with_pixels):
+def test_an_imported_checkpoint_without_history_or_predictions(tiny_ckpt, moved_data, tmp_path, capsys,
+                                                               with_pixels):
     """As `cnnlib import` writes it: no history, no metrics, no stored predictions. With its test images the
     metrics are computed from them; without, every part but the summary says why in one sentence."""
     ck = load_checkpoint(tiny_ckpt)
@@ -185,7 +186,8 @@ def test_an_imported_checkpoint_without_history_or_predictions(tiny_ckpt, tmp_pa
     path = str(tmp_path / "imported.pt")
     save_checkpoint(ck, path)
     out = tmp_path / "imported.html"
-    rc, _, err = run_cli([path, "--out", out, "--errors", "2"], capsys)
+    data = ["--data", moved_data] if with_pixels else []
+    rc, _, err = run_cli([path, "--out", out, "--errors", "2", "--no-triage", *data], capsys)
     assert rc == 0, err
     text = out.read_text(encoding="utf-8")
     self_contained(text)
@@ -198,6 +200,7 @@ def test_an_imported_checkpoint_without_history_or_predictions(tiny_ckpt, tmp_pa
             assert len(absent) == 1 and "stores no test predictions" in absent[0], (sid, absent)
     if with_pixels:
         assert "Metrics computed on the test images." in section_html(text, "summary")
+        assert "left out (asked for with --no-triage)" in section_html(text, "errors")
         assert "<table" in section_html(text, "confusion")
 
 

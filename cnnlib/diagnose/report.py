@@ -2,7 +2,7 @@
 
     html = build_report(model, data=None, errors=12)          # str: the whole page
     info = write_report("ckpt.pt", "report.html")             # {"path", "bytes", "sections", "absent"}
-    python -m cnnlib report CKPT --out FILE.html [--data PATH] [--errors N] [--method gradcam]
+    python -m cnnlib report CKPT --out FILE.html [--data PATH] [--errors N] [--method gradcam] [--no-triage]
 
 Sections: summary card, training curves (best epoch marked), confusion matrix (up to 30 classes; above, the most
 confused pairs), per-class precision / recall / F1 with top-1 and top-5, calibration (reliability diagram and
@@ -211,7 +211,7 @@ def build_report(model, data: str | None = None, root: str | None = None, errors
             after = {"ece": cal.pop("ece"), "calibration": cal}
         parts += [rs.confusion(rep), rs.per_class(rep), rs.calibration_section(rep, after, temp)]
         paths = _paths(meta, data, root, len(preds["targets"])) if x is not None else None
-        verdicts, triage_note = ({}, None)
+        verdicts, triage_note = ({}, None if triage else "Triage verdicts are left out (asked for with --no-triage).")
         if x is not None and errors and triage:
             verdicts, triage_note = _triage(model, data, root)
         if x is None:
@@ -244,14 +244,15 @@ def build_report(model, data: str | None = None, root: str | None = None, errors
 
 
 def write_report(checkpoint: str, out: str, data: str | None = None, root: str | None = None,
-                 errors: int = ERRORS, method: str = "gradcam") -> dict:
+                 errors: int = ERRORS, method: str = "gradcam", triage: bool = True) -> dict:
     """build_report for a checkpoint file, written atomically to `out`: {"path", "bytes"}."""
     from cnnlib.inference import load_model
     from cnnlib.io.files import atomic_write
     if os.path.isdir(out):
         raise CNNLibError(f"--out {out} is a folder: give the HTML file to write, e.g. {os.path.join(out, 'report.html')}")
     model = load_model(checkpoint, "cpu")
-    text = build_report(model, data, root, errors, method, label=os.path.basename(checkpoint)).encode("utf-8")
+    text = build_report(model, data, root, errors, method, label=os.path.basename(checkpoint),
+                        triage=triage).encode("utf-8")
     atomic_write(out, lambda f: f.write(text))
     return {"path": out, "bytes": len(text)}
 
@@ -270,9 +271,12 @@ def report_main(argv=None) -> int:
     p.add_argument("--errors", type=int, default=ERRORS, metavar="N",
                    help=f"most confident errors to show with saliency (default {ERRORS})")
     p.add_argument("--method", default="gradcam", choices=METHODS, help="saliency method (default gradcam)")
+    p.add_argument("--no-triage", action="store_true",
+                   help="leave out triage's verdicts (its first run computes features of every training image)")
     args = p.parse_args(argv)
     if args.errors < 0:
         raise CNNLibError("--errors must be 0 or more")
-    info = write_report(args.checkpoint, args.out, args.data, args.data_root, args.errors, args.method)
+    info = write_report(args.checkpoint, args.out, args.data, args.data_root, args.errors, args.method,
+                        triage=not args.no_triage)
     print(f"wrote {info['path']} ({info['bytes'] / 1024:.0f} KiB)")
     return 0
