@@ -150,7 +150,7 @@ async function exerciseCard(e, n) {
   }
   reveal.addEventListener('click', () => {
     const numeric = e.kind === 'unit' || e.kind === 'relu';
-    const ok = numeric ? Math.abs(guess - e.answer) <= 0.005 + 1e-9 || guess.toFixed(2) === e.answer.toFixed(2) : guess === e.answer;
+    const ok = numeric ? Math.abs(guess - e.answer) <= 0.01 + 1e-9 : guess === e.answer;   // right to 2 decimals
     result.textContent = `${ok ? 'Right' : 'Not quite'}: the model's answer is ${answerText(e)}.`;
     result.className = 'result ' + (ok ? 'good' : 'bad');
   });
@@ -161,7 +161,7 @@ L.views.exercises = async function exercises() {
   const box = $('exercises');
   if (box.dataset.built) return;
   box.dataset.built = '1';
-  box.append(el('p', { text: 'Predict first, then check: every answer comes from this model.' }));
+  box.append(el('p', { text: 'Predict first, then check: every answer comes from this model (numbers count as right within 0.01).' }));
   let n = 1;
   for (const e of P.exercises) box.append(await exerciseCard(e, n++));
   box.append(el('div', { class: 'answer-key' }, el('h2', { text: 'Answer key' }),

@@ -122,8 +122,8 @@ L.drawOverview = function drawOverview() {
 // ---------------------------------------------------------------- one unit
 const convs = L.layers.filter((r) => r.type === 'Conv2d');
 L.openUnit = (u) => { L.unitShown = u; L.show('unit'); };
-function numTable(rows, cls) {
-  return el('table', { class: 'nums ' + (cls || '') }, rows.map((r) => el('tr', {}, r.map((v) => el('td', { text: Number.isNaN(v) ? 'pad' : fmt(v, 3) })))));
+function numTable(rows, cls, digits = 3) {
+  return el('table', { class: 'nums ' + (cls || '') }, rows.map((r) => el('tr', {}, r.map((v) => el('td', { text: Number.isNaN(v) ? 'pad' : fmt(v, digits) })))));
 }
 function unitForm() {
   const f = $('unit-form');
@@ -137,9 +137,10 @@ L.renderSteps = function renderSteps(u, hide) {
   for (const s of u.steps) {
     const check = hide ? null : el('p', { class: 'check', text: `computed here ${fmt(s.result, 5)} · the ONNX model ${fmt(s.onnx, 5)} · difference ${Math.abs(s.result - s.onnx).toExponential(1)}` });
     if (s.kind === 'conv') {
+      const dg = hide ? 4 : 3;      // an exercise shows 4 decimals: enough for the answer to 2
       const parts = s.patch.map((p, k) => el('div', { class: 'chan' }, el('h4', { text: `input channel ${s.input_channels[k]}` }),
-        el('div', { class: 'trio' }, el('div', {}, el('small', { text: 'patch' }), numTable(p)), el('span', { class: 'op', text: '×' }),
-          el('div', {}, el('small', { text: 'kernel' }), numTable(s.kernel[k], 'kernel')),
+        el('div', { class: 'trio' }, el('div', {}, el('small', { text: 'patch' }), numTable(p, '', dg)), el('span', { class: 'op', text: '×' }),
+          el('div', {}, el('small', { text: 'kernel' }), numTable(s.kernel[k], 'kernel', dg)),
           hide ? null : el('span', { class: 'op', text: '=' }), hide ? null : el('div', {}, el('small', { text: 'products' }), numTable(s.products[k])))));
       const shown = parts.slice(0, 8);
       box.append(el('div', { class: 'step' }, el('h3', { text: `${s.layer}: convolution` }),
@@ -164,6 +165,7 @@ L.drawUnit = function drawUnit(u) {
   const box = $('unit');
   if (!L.current.outs) return;
   box.replaceChildren();
+  $('unit-layer').value = u.layer; $('unit-channel').value = u.channel; $('unit-row').value = u.row; $('unit-col').value = u.col;
   try {
     const r = L.unitSteps(u.layer, u.channel, u.row, u.col, L.current.outs, L.current.x, L.weight);
     box.append(el('h2', { text: `${u.layer}, channel ${u.channel}, row ${u.row}, col ${u.col}` }), L.renderSteps(r));
