@@ -15,8 +15,8 @@ from cnnlib.errors import CheckpointError, CNNLibError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS_ENV = "CNNLENS_CHECKPOINTS"
-TRAIN_COMMAND = "python -m cnnlib train --data cifar10 --model simple_cnn --epochs 10 --out checkpoints/simple_cnn.pt"
-IMPORT_COMMAND = "python -m cnnlib import WEIGHTS --model NAME --data PATH --out checkpoints/NAME.pt"
+TRAIN_COMMAND = "python -m cnnlib train --data cifar10 --model simple_cnn --epochs 10 --out {folder}/simple_cnn.pt"
+IMPORT_COMMAND = "python -m cnnlib import WEIGHTS --model NAME --data PATH --out {folder}/NAME.pt"
 _UPLOADS = "checkpoints.uploads"          # session state: {sha256: (file name, bytes)}
 
 
@@ -25,6 +25,25 @@ def checkpoint_dir() -> Path:
     root (relative paths: from the repo root)."""
     p = Path(os.path.expanduser(os.environ.get(CHECKPOINTS_ENV) or "checkpoints"))
     return p if p.is_absolute() else REPO_ROOT / p
+
+
+def _shown_folder() -> str:
+    """The checkpoint folder as a command should name it: relative to the working folder when inside it."""
+    folder = checkpoint_dir()
+    try:
+        return str(folder.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(folder)
+
+
+def train_command() -> str:
+    """`python -m cnnlib train ...` writing into the dashboard's checkpoint folder, wherever it was started."""
+    return TRAIN_COMMAND.format(folder=_shown_folder())
+
+
+def import_command() -> str:
+    """`python -m cnnlib import ...` writing into the dashboard's checkpoint folder."""
+    return IMPORT_COMMAND.format(folder=_shown_folder())
 
 
 def list_checkpoints(folder: Path | None = None) -> list[Path]:

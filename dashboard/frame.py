@@ -111,9 +111,9 @@ def begin(intro: str, title: str | None = None, needs_model: bool = True) -> Ctx
 
 
 def no_checkpoint_help() -> None:
-    st.info(f"No checkpoint yet in `{checkpoints.checkpoint_dir()}`. Train one from the repository root "
-            "(about 5 minutes on a laptop CPU), then reload this page — or upload a `.pt` file in the sidebar:")
-    st.code(checkpoints.TRAIN_COMMAND, language="bash")
+    st.info(f"No checkpoint yet in `{checkpoints.checkpoint_dir()}`. Train one into it (about 5 minutes on a "
+            "laptop CPU), then reload this page — or upload a `.pt` file in the sidebar:")
+    st.code(checkpoints.train_command(), language="bash")
 
 
 def links() -> None:

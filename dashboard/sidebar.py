@@ -60,9 +60,9 @@ def _lower_first(s: str) -> str:
 
 def _import_help() -> None:
     with st.expander("Import your own model"):
-        st.markdown("Weights trained elsewhere become a checkpoint the dashboard can open with one command "
-                    "(run it from the repository root):")
-        st.code(checkpoints.IMPORT_COMMAND, language="bash")
+        st.markdown("Weights trained elsewhere become a checkpoint the dashboard can open with one command, "
+                    "run in the folder the dashboard was started from:")
+        st.code(checkpoints.import_command(), language="bash")
         st.markdown("- `WEIGHTS`: the weights file (a PyTorch state dict, checkpoint or `.safetensors`).\n"
                     "- `--model NAME`: the architecture they belong to (`simple_cnn`, `resnet9`, …).\n"
                     "- `--data PATH`: the dataset it was trained on (a named one or an ImageFolder tree), "

@@ -104,11 +104,15 @@ def spinner(text: str):
     return st.spinner(text)
 
 
-def scroll_into_view(key: str, token) -> None:
-    """Scroll the browser (smoothly, as little as needed) until the container `key` is fully in view. Runs once
-    per `token` (the script's text changes with it); reruns with the same token leave the scroll alone."""
+def scroll_into_view(key: str, token, block: str = "nearest") -> None:
+    """Scroll the browser smoothly until the container `key` is in view: as little as needed ("nearest", for a
+    panel opened beside what the user pressed), or with its top at the window's top ("start", for results that
+    grow as their images load). Runs once per `token` (the script's text changes with it); reruns with the same
+    token leave the scroll alone."""
+    if block not in ("nearest", "start"):
+        raise ValueError(f"block must be 'nearest' or 'start', not {block!r}")
     st.html(f"<script>/* {key} {token} */ setTimeout(() => {{ const el = document.querySelector('.st-key-{key}');"
-            " if (el) el.scrollIntoView({behavior: 'smooth', block: 'nearest'}); }, 200);</script>",
+            f" if (el) el.scrollIntoView({{behavior: 'smooth', block: '{block}'}}); }}, 200);</script>",
             unsafe_allow_javascript=True)
 
 

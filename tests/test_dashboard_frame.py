@@ -59,10 +59,12 @@ def test_one_page_list_for_navigation_and_links(lens_checkpoints):
 def test_home_without_a_checkpoint_says_how_to_train_one(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path))
     at = app()
-    assert [c.value for c in at.code if c.value.startswith("python -m cnnlib train")] == [checkpoints.TRAIN_COMMAND]
+    command = f"python -m cnnlib train --data cifar10 --model simple_cnn --epochs 10 --out {tmp_path}/simple_cnn.pt"
+    assert checkpoints.train_command() == command          # into the folder the dashboard reads, from anywhere
+    assert [c.value for c in at.code if c.value.startswith("python -m cnnlib train")] == [command]
     assert "No checkpoint yet" in texts(at)
     go(at, "Evaluation")
-    assert checkpoints.TRAIN_COMMAND in [c.value for c in at.code]
+    assert command in [c.value for c in at.code]
     assert not at.metric                                     # the page stopped after saying so
 
 
@@ -166,11 +168,21 @@ def test_default_checkpoint_is_a_trained_one_not_the_newest_import(lens_checkpoi
 
 def test_import_your_own_model_help():
     at = app()
-    assert checkpoints.IMPORT_COMMAND in [c.value for c in at.code]
-    assert checkpoints.IMPORT_COMMAND == ("python -m cnnlib import WEIGHTS --model NAME --data PATH "
-                                          "--out checkpoints/NAME.pt")
+    assert checkpoints.import_command() in [c.value for c in at.code]
+    assert checkpoints.import_command() == ("python -m cnnlib import WEIGHTS --model NAME --data PATH "
+                                            f"--out {checkpoints.checkpoint_dir()}/NAME.pt")   # outside the cwd
     help_text = " ".join(m.value for m in at.sidebar.markdown)
     assert all(flag in help_text for flag in ("`WEIGHTS`", "`--model NAME`", "`--data PATH`", "`--out`"))
+
+
+def test_commands_name_the_checkpoint_folder_as_seen_from_where_the_dashboard_runs(tmp_path, monkeypatch):
+    (tmp_path / "checkpoints").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    assert checkpoints.import_command().endswith("--out checkpoints/NAME.pt")
+    assert checkpoints.train_command().endswith("--out checkpoints/simple_cnn.pt")
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path))
+    assert checkpoints.train_command().endswith("--out ./simple_cnn.pt")
 
 
 # ----------------------------------------------------------------------------- bad checkpoints

@@ -7,7 +7,9 @@ Keys (format_version 2; the README documents each; version 1 files, without `pre
 
     format_version  int
     model           {"name": str, "kwargs": dict}         -> models.get_model(name, **kwargs); name is cnnlib's
-                                                             own (simple_cnn, resnet9), torchvision/<name> or timm/<name>
+                                                             own (simple_cnn, resnet9), torchvision/<name>, timm/<name>
+                                                             or "onnx" (kwargs hold the graph without its weights:
+                                                             cnnlib.models.onnx_graph converts it again at load)
     state_dict      {param name: tensor}
     classes         [str]                                  class names, index = label
     input_shape     [C, H, W]

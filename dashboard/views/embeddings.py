@@ -123,7 +123,7 @@ with ui.guard("showing the selected images"):
             st.caption("Click a point to see its image here.")
     if len(chosen):
         if len(chosen) > 1:       # a lasso or box: its results start below the fold, so bring them up
-            ui.scroll_into_view("emb_results", token=hash(chosen.tobytes()))
+            ui.scroll_into_view("emb_results", token=hash(chosen.tobytes()), block="start")
         with st.container(key="emb_results"):
             y_true = np.asarray(pixels[1])[chosen]
             y_pred = np.asarray(preds["preds"])[chosen]

@@ -85,7 +85,7 @@ with ui.guard("drawing the confusion matrix"):
 
 with ui.guard("showing the images of a cell"):
     if st.session_state.pop(_SCROLL, False):      # a clicked cell's images start far below the matrix
-        ui.scroll_into_view("eval_cell_block", token=st.session_state[_CLICKS])
+        ui.scroll_into_view("eval_cell_block", token=st.session_state[_CLICKS], block="start")
     with st.container(key="eval_cell_block"):
         worst = rep["most_confused"][0] if rep.get("most_confused") else {"true": 0, "pred": 0}
         st.markdown("**Images behind one cell** — click a cell above, or choose it here "
