@@ -66,14 +66,27 @@ def test_shipped_fashion_mnist_accuracy_is_true(path, tmp_path):
     assert abs(100 * acc - 100 * stored) <= 0.1, f"recomputed {100 * acc:.2f}% vs stored {100 * stored:.2f}%"
 
 
+def cifar_subset(dst, train_per_class: int, test_per_class: int) -> str:
+    """An ImageFolder of links to the first N real CIFAR-10 JPEGs per class and split (nothing copied)."""
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for cls in sorted(os.listdir(os.path.join(CIFAR_DIR, split))):
+            os.makedirs(os.path.join(dst, split, cls))
+            for name in sorted(os.listdir(os.path.join(CIFAR_DIR, split, cls)))[:n]:
+                os.symlink(os.path.join(CIFAR_DIR, split, cls, name), os.path.join(dst, split, cls, name))
+    return str(dst)
+
+
 @needs_cifar
 def test_one_epoch_on_cifar10_learns(tmp_path):
+    """One epoch of the default recipe on 20,000 real training images (a fifth of the copy, to keep CI short;
+    chance is 10%). The full 45,000 reach 57% validation accuracy in one epoch (README)."""
     from cnnlib.config import make_config
     from cnnlib.training.train import run
 
-    ckpt = run(make_config("default", data=CIFAR_DIR, data_root=str(tmp_path / "cache"), epochs=1,
+    data = cifar_subset(tmp_path / "cifar20k", 2000, 200)
+    ckpt = run(make_config("default", data=data, data_root=str(tmp_path / "cache"), epochs=1, val_size=2000,
                            progress=False, out=str(tmp_path / "one_epoch.pt")))
-    assert ckpt["metrics"]["val_acc"] >= 0.45, ckpt["metrics"]
+    assert ckpt["metrics"]["val_acc"] >= 0.40, ckpt["metrics"]   # 0.51 measured (seed 0)
 
 
 @needs_fashion
