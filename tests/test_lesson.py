@@ -127,14 +127,19 @@ def test_exercise_answers_come_from_the_model(built):
 
 
 def test_onnx_outputs_equal_forward_hooks_and_take_an_edited_kernel(built):
+    import onnx
     import onnxruntime as ort
+    held = {i.name for i in onnx.load(str(built["dir"] / "assets" / "model.onnx")).graph.initializer}
+    assert not any("conv" in n and "weight" in n for n in held), held      # the kernels are not stored twice
     p, model = built["payload"], built["model"]
     sess = ort.InferenceSession(str(built["dir"] / "assets" / "model.onnx"))
     x = torch.rand(1, *p["input_shape"], generator=torch.Generator().manual_seed(3))
     w = model.conv1.weight.detach().clone()
     names = [r["name"] for r in p["layers"]]
     ref = hooked(model, x, names)
-    got = dict(zip(p["outputs"], sess.run(p["outputs"], {"images": x.numpy(), "weight": w.numpy()})))
+    feeds = {f"weight:{n}": model.get_submodule(n).weight.detach().numpy() for n in p["fed"]}
+    assert p["fed"] == ["conv1", "conv2"] and {i.name for i in sess.get_inputs()} == {"images", *feeds}
+    got = dict(zip(p["outputs"], sess.run(p["outputs"], {"images": x.numpy(), **feeds})))
     for n in ["logits", *names]:
         np.testing.assert_allclose(got[n], ref[n].numpy(), atol=1e-4, err_msg=n)
     w[0, 0, 1, 1] += 0.5                       # an edited kernel weight, fed as the graph input
@@ -143,7 +148,7 @@ def test_onnx_outputs_equal_forward_hooks_and_take_an_edited_kernel(built):
     edited.eval().conv1.weight.data.copy_(w)
     edited.meta = model.meta
     ref2 = hooked(edited, x, [])
-    out2 = sess.run(["logits"], {"images": x.numpy(), "weight": w.numpy()})[0]
+    out2 = sess.run(["logits"], {"images": x.numpy(), **feeds, "weight:conv1": w.numpy()})[0]
     np.testing.assert_allclose(out2, ref2["logits"].numpy(), atol=1e-4)
     assert np.abs(out2 - got["logits"]).max() > 1e-4
 

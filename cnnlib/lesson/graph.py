@@ -6,8 +6,9 @@
 The graph (opset 17, TorchScript-based exporter, `dynamo=False`):
 
     inputs   images float32 (1, C, H, W) in [0, 1] (normalization folded in, as cnnlib.io.export)
-             weight float32 (the first conv's kernels): a graph input instead of an initializer, so the
-             page can feed an edited kernel and re-run the whole network ("what if")
+             "weight:<conv>" float32 for every convolution shown: its kernels are graph inputs, not
+             initializers, so the file does not hold them a second time (the page has them for a unit's
+             arithmetic and feeds them) and an edited kernel re-runs the whole network ("what if")
     outputs  logits (1, K), then one output per shown layer (named after the module, as the model names
              it), then "<conv>:input" for a convolution whose input is no other shown output, then
              "<linear>:input" (1, D): what the classifier's last Linear reads
@@ -54,7 +55,7 @@ def trace_layout(model: nn.Module, wrapper: nn.Module | None = None) -> dict:
     Returns {"layers": [{"name", "type", "shape" [C, h, w], "source" (conv only: "input" for the network's
     normalized input, a shown layer's name, or "<name>:input" for an extra output), "next" (the shown layer
     that reads this one's output, if exactly one does)}], "extra_inputs": [conv names needing "<conv>:input"],
-    "editable": the first conv's name or None}.
+    "editable": the first conv's name, "fed": every conv shown (their kernels are graph inputs)}.
     """
     wrapper = wrapper or lesson_net(model)
     net = wrapper.net
@@ -110,7 +111,8 @@ def trace_layout(model: nn.Module, wrapper: nn.Module | None = None) -> dict:
     head = None
     if linears and linears[-1][2].dim() == 2 and linears[-1][2].shape[1] == len(model.meta["classes"]):
         head = {"name": linears[-1][0], "in_features": int(linears[-1][1].in_features)}
-    return {"layers": layers, "extra_inputs": extra, "editable": convs[0]["name"], "head": head}
+    return {"layers": layers, "extra_inputs": extra, "editable": convs[0]["name"], "head": head,
+            "fed": [r["name"] for r in convs]}
 
 
 class _FedConv(nn.Module):
@@ -129,7 +131,7 @@ class _FedConv(nn.Module):
 
 
 class _Tapped(nn.Module):
-    """images, weight -> (logits, *shown maps, *conv inputs): the exported module."""
+    """images, *conv kernels -> (logits, *shown maps, *conv inputs): the exported module."""
 
     def __init__(self, wrapper: nn.Module, layout: dict):
         super().__init__()
@@ -137,8 +139,10 @@ class _Tapped(nn.Module):
         self.names = [r["name"] for r in layout["layers"]]
         self.store, self.inputs = {}, {}
         net = wrapper.net
-        self.fed = _FedConv(net.get_submodule(layout["editable"]))
-        net.set_submodule(layout["editable"], self.fed)
+        self.fed = {}
+        for name in layout["fed"]:
+            self.fed[name] = _FedConv(net.get_submodule(name))
+            net.set_submodule(name, self.fed[name])
         for name in self.names:
             net.get_submodule(name).register_forward_hook(self._keep_output(name))
         for name in layout["extra_inputs"] + ([layout["head"]["name"]] if layout.get("head") else []):
@@ -154,14 +158,23 @@ class _Tapped(nn.Module):
             self.inputs.setdefault(name, args[0].clone())
         return pre_hook
 
-    def forward(self, images, weight):
+    def weights(self) -> list[torch.Tensor]:
+        """The trained kernels, in the order of the graph's weight inputs."""
+        return [self.fed[n].conv.weight.detach() for n in self.layout["fed"]]
+
+    def forward(self, images, *weights):
         self.store, self.inputs = {}, {}
         xn = to_input(images, self.wrapper.mean, self.wrapper.std)
-        self.fed.fed = weight
+        for name, w in zip(self.layout["fed"], weights):
+            self.fed[name].fed = w
         logits = self.wrapper.net(xn)
         head = [self.inputs[self.layout["head"]["name"]].flatten(1)] if self.layout.get("head") else []
         return (logits, *[self.store[n] for n in self.names], *[self.inputs[n] for n in self.layout["extra_inputs"]],
                 *head)
+
+
+def weight_inputs(layout: dict) -> list[str]:
+    return [f"weight:{n}" for n in layout["fed"]]
 
 
 def output_names(layout: dict) -> list[str]:
@@ -239,12 +252,12 @@ def export_lesson_onnx(model: nn.Module, out: str, layout: dict | None = None) -
     wrapper = lesson_net(model)
     layout = layout or trace_layout(model, wrapper)
     tapped = _Tapped(wrapper, layout)
-    weight = tapped.fed.conv.weight.detach().clone()
+    weights = [w.clone() for w in tapped.weights()]
     example = torch.rand(1, *model.meta["input_shape"])
     names = output_names(layout)
     try:
         with torch.no_grad():
-            _export(tapped, (example, weight), out, ["images", "weight"], names)
+            _export(tapped, (example, *weights), out, ["images", *weight_inputs(layout)], names)
     except Exception as e:  # noqa: BLE001 - name the layer in one sentence
         where = _culprit(lesson_net(model), model)
         name = model.meta["model"]["name"] if isinstance(model.meta.get("model"), dict) else type(model).__name__
@@ -261,7 +274,7 @@ def runner(model: nn.Module, layout: dict):
 
     @torch.no_grad()
     def run(x01) -> dict:
-        outs = tapped(as_image01(x01)[None], tapped.fed.conv.weight)
+        outs = tapped(as_image01(x01)[None], *tapped.weights())
         return {n: o[0].numpy() for n, o in zip(names, outs)}
     return run
 

@@ -255,6 +255,7 @@ def lesson_payload(model: nn.Module, layout: dict, images: int = 5, title: str |
         "layers": layer_params(net, layout),
         "outputs": output_names(layout),
         "editable": layout["editable"],
+        "fed": layout["fed"],
         "head": head,
         "images": [{"png": png(im), "label": None if labels is None else int(labels[i]),
                     "stored_prediction": None if stored is None else int(stored[i]), "prediction": int(preds[i]),

@@ -83,8 +83,11 @@ async function start() {
 L.run = function run(x01, weight) {
   const job = queue.then(async () => {
     const [c, h, w] = P.input_shape;
-    const feeds = { images: new ort.Tensor('float32', x01, [1, c, h, w]),
-                    weight: new ort.Tensor('float32', weight || L.weight, L.layerByName[P.editable].weight.shape) };
+    const feeds = { images: new ort.Tensor('float32', x01, [1, c, h, w]) };
+    for (const name of P.fed) {       // every conv's kernels are graph inputs; the first conv's may be edited
+      const layer = L.layerByName[name];
+      feeds['weight:' + name] = new ort.Tensor('float32', name === P.editable ? (weight || L.weight) : L.p(layer, 'weight'), layer.weight.shape);
+    }
     const res = await session.run(feeds);
     const out = {};
     for (const name of P.outputs) out[name] = { data: res[name].data, dims: res[name].dims.slice(1) };
