@@ -91,6 +91,16 @@ def test_evaluation_metrics_matrix_cell_images_and_calibration(lens_checkpoints)
     assert "Calibration (ECE" in texts(at)
 
 
+def test_evaluation_writes_the_report_on_request(lens_checkpoints):
+    """Share these results: nothing is built until asked; then one self-contained HTML file to download."""
+    at = app("Evaluation")
+    assert not [b for b in at.get("download_button") if b.label == "Download the report"]
+    at.button(key="eval_report_build").click().run()
+    ok(at)
+    (button,) = [b for b in at.get("download_button") if b.label == "Download the report"]
+    assert any("KiB, self-contained" in c.value for c in at.caption)
+
+
 def test_evaluation_preselects_the_reports_most_confused_cell(lens_checkpoints, monkeypatch):
     """The preselected cell is report["most_confused"][0] (cnnlib's), not a re-computation on the page."""
     from cnnlib.diagnose import evaluate

@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import compute
+import report
 import frame
 import selections
 import testdata
@@ -157,3 +158,17 @@ with ui.guard("drawing the reliability diagram"):
                      "mean confidence": cal["confidence"][i], "accuracy": cal["accuracy"][i]}
                     for i in range(len(cal["count"]))]
         ui.download_csv(cal_rows, "calibration-bins.csv", key="eval_cal_csv")
+
+st.subheader("Share these results")
+st.markdown("One HTML file for a colleague or a pull request: the summary card, curves, this confusion matrix, "
+            "per-class scores, calibration, the most confident errors with their saliency and verdicts, label "
+            "issues and robustness. It opens in any browser with no network and no server "
+            "(the same file as `python -m cnnlib report CKPT --out FILE.html`).")
+if st.button("Write the report", key="eval_report_build", icon=":material/description:"):
+    st.session_state["eval_report_for"] = (ctx.key, ctx.data)
+if st.session_state.get("eval_report_for") == (ctx.key, ctx.data):
+    page = ui.checked("writing the report", report.report_bytes, ctx)
+    if page is not None:
+        st.download_button("Download the report", page, report.file_name(ctx), "text/html",
+                           key="eval_report_download", icon=":material/download:")
+        st.caption(f"{len(page) / 1024:,.0f} KiB, self-contained.")
