@@ -310,3 +310,33 @@ def test_markup_in_a_class_name_stays_text_and_bad_input_gets_one_sentence(brows
         assert text.startswith("This browser has no WebAssembly, which the lesson needs to run the model"), text
     finally:
         ctx.close()
+
+
+def test_reflect_and_circular_padding_units_match(browser, tmp_path):
+    """A unit on the border of a conv that pads by reflection (or wraps around) reads the map itself, not zeros."""
+    from torch import nn
+    from cnnlib.models.registry import list_models, register_model
+    if "lesson_test_padding" not in list_models():
+        @register_model("lesson_test_padding")
+        def _padded(num_classes=3, **_):
+            return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.BatchNorm2d(4), nn.ReLU(),
+                                 nn.Conv2d(4, 4, 3, padding=2, padding_mode="circular"), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+    from cnnlib.models.registry import get_model
+    torch.manual_seed(0)
+    net = randomize_bn(get_model("lesson_test_padding"))
+    torch.save({"format_version": 1, "classes": ["a", "b", "c"], "input_shape": [3, 12, 12],
+                "model": {"name": "lesson_test_padding", "kwargs": {}},
+                "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "state_dict": net.state_dict()},
+               tmp_path / "pad.pt")
+    page_file = Path(build_lesson(tmp_path / "pad.pt", tmp_path / "pad.html", images=1, single_file=True))
+    model = load_model(tmp_path / "pad.pt")
+    with lesson_page(browser, page_file.as_uri()) as (page, problems):
+        payload = page.evaluate("window.cnnlens.payload")
+        x0 = torch.from_numpy(png_pixels(payload["images"][0]["png"])).float()[None] / 255
+        ref = hooked(model, x0, ["0", "3"])
+        for layer, unit in (("0", (1, 0, 0)), ("0", (2, 11, 5)), ("3", (0, 0, 0)), ("3", (3, 13, 1))):
+            u = page.evaluate("([l, c, y, x]) => window.cnnlens.unit(l, c, y, x, 0)", [layer, *unit])
+            want = float(ref[layer][0][unit])
+            assert abs(u["value"] - want) < 1e-4 and abs(u["onnx"] - want) < 1e-4, (layer, unit, u["value"], want)
+        assert not problems, problems

@@ -139,7 +139,7 @@ def test_onnx_outputs_equal_forward_hooks_and_take_an_edited_kernel(built):
     ref = hooked(model, x, names)
     feeds = {f"weight:{n}": model.get_submodule(n).weight.detach().numpy() for n in p["fed"]}
     assert p["fed"] == ["conv1", "conv2"] and {i.name for i in sess.get_inputs()} == {"images", *feeds}
-    got = dict(zip(p["outputs"], sess.run(p["outputs"], {"images": x.numpy(), **feeds})))
+    got = dict(zip(p["outputs"], sess.run(p["onnx_outputs"], {"images": x.numpy(), **feeds})))
     for n in ["logits", *names]:
         np.testing.assert_allclose(got[n], ref[n].numpy(), atol=1e-4, err_msg=n)
     w[0, 0, 1, 1] += 0.5                       # an edited kernel weight, fed as the graph input

@@ -5,7 +5,7 @@ in the student's own browser (onnxruntime-web, WebAssembly) from a folder on any
                 lesson_main, render_page, script_json (JSON safe inside <script>)
     graph       trace_layout, export_lesson_onnx (ONNX whose extra outputs are every layer shown and whose inputs
                 include every conv's kernels, stored once, in the payload), lesson_net, runner, torch_outputs,
-                output_names, weight_inputs
+                output_names, onnx_output_names, weight_inputs
     payload     lesson_payload: classes, preprocessing, layers with the parameters a unit's arithmetic needs,
                 sampled test images, confusion matrix, saliency of mistakes, history, filters across epochs
     exercises   make_exercises: questions whose answers come from the model

@@ -142,7 +142,8 @@ class _Tapped(nn.Module):
         self.fed = {}
         for name in layout["fed"]:
             self.fed[name] = _FedConv(net.get_submodule(name))
-            net.set_submodule(name, self.fed[name])
+            parent, _, last = name.rpartition(".")
+            net.get_submodule(parent)._modules[last] = self.fed[name]     # also a Sequential's "0"
         for name in self.names:
             net.get_submodule(name).register_forward_hook(self._keep_output(name))
         for name in layout["extra_inputs"] + ([layout["head"]["name"]] if layout.get("head") else []):
@@ -175,6 +176,11 @@ class _Tapped(nn.Module):
 
 def weight_inputs(layout: dict) -> list[str]:
     return [f"weight:{n}" for n in layout["fed"]]
+
+
+def onnx_output_names(layout: dict) -> list[str]:
+    """The graph's output names: output_names prefixed "t:" (a module called "0" is no valid TorchScript name)."""
+    return [n if n == "logits" else f"t:{n}" for n in output_names(layout)]
 
 
 def output_names(layout: dict) -> list[str]:
@@ -246,7 +252,8 @@ def _culprit(wrapper: nn.Module, model: nn.Module) -> str | None:
 
 
 def export_lesson_onnx(model: nn.Module, out: str, layout: dict | None = None) -> dict:
-    """Write the lesson's ONNX file to `out`; returns the layout (trace_layout) with "outputs" added.
+    """Write the lesson's ONNX file to `out`; returns the layout (trace_layout) with "outputs" (the page's keys)
+    and "onnx_outputs" (the graph's names, in the same order) added.
 
     A network the exporter cannot convert raises CNNLibError with one sentence naming the layer."""
     wrapper = lesson_net(model)
@@ -254,7 +261,7 @@ def export_lesson_onnx(model: nn.Module, out: str, layout: dict | None = None) -
     tapped = _Tapped(wrapper, layout)
     weights = [w.clone() for w in tapped.weights()]
     example = torch.rand(1, *model.meta["input_shape"])
-    names = output_names(layout)
+    names = onnx_output_names(layout)
     try:
         with torch.no_grad():
             _export(tapped, (example, *weights), out, ["images", *weight_inputs(layout)], names)
@@ -263,7 +270,7 @@ def export_lesson_onnx(model: nn.Module, out: str, layout: dict | None = None) -
         name = model.meta["model"]["name"] if isinstance(model.meta.get("model"), dict) else type(model).__name__
         raise CNNLibError(f"cannot turn {name} into ONNX for a lesson: "
                           + (where if where else _first_sentence(e))) from None
-    return {**layout, "outputs": names}
+    return {**layout, "outputs": output_names(layout), "onnx_outputs": names}
 
 
 def runner(model: nn.Module, layout: dict):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from PIL import Image
 from cnnlib.errors import CNNLibError, DatasetError
-from cnnlib.lesson.graph import ACTIVATIONS, lesson_net, output_names
+from cnnlib.lesson.graph import ACTIVATIONS, lesson_net, onnx_output_names, output_names
 
 PNG_SIDE = 96           # saliency and filter pictures are drawn at least this wide
 
@@ -59,11 +59,9 @@ def layer_params(net: nn.Module, layout: dict) -> list[dict]:
     for row in layout["layers"]:
         m, out = net.get_submodule(row["name"]), dict(row)
         if isinstance(m, nn.Conv2d):
-            if m.padding_mode != "zeros":
-                out["note"] = f"{m.padding_mode} padding: the page shows the ONNX value only"
             out.update(kernel=_pair(m.kernel_size), stride=_pair(m.stride), padding=_conv_padding(m),
                        dilation=_pair(m.dilation), groups=int(m.groups), weight=f32(m.weight),
-                       bias=None if m.bias is None else f32(m.bias), zero_padding=m.padding_mode == "zeros")
+                       bias=None if m.bias is None else f32(m.bias), padding_mode=str(m.padding_mode))
         elif isinstance(m, nn.BatchNorm2d):
             c = m.num_features
             out.update(mean=f32(m.running_mean if m.running_mean is not None else torch.zeros(c)),
@@ -254,6 +252,7 @@ def lesson_payload(model: nn.Module, layout: dict, images: int = 5, title: str |
                           "std": [float(v) for v in meta["normalization"]["std"]]},
         "layers": layer_params(net, layout),
         "outputs": output_names(layout),
+        "onnx_outputs": onnx_output_names(layout),
         "editable": layout["editable"],
         "fed": layout["fed"],
         "head": head,

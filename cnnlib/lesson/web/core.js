@@ -90,7 +90,7 @@ L.run = function run(x01, weight) {
     }
     const res = await session.run(feeds);
     const out = {};
-    for (const name of P.outputs) out[name] = { data: res[name].data, dims: res[name].dims.slice(1) };
+    P.outputs.forEach((name, i) => { const t = res[P.onnx_outputs[i]]; out[name] = { data: t.data, dims: t.dims.slice(1) }; });
     return out;
   });
   queue = job.catch(() => null);
@@ -201,14 +201,23 @@ L.unitSteps = function unitSteps(layerName, channel, row, col, outs, x01, weight
   const rows = [], cols = [], patch = [], kernel = [], products = [];
   for (let i = 0; i < kh; i++) rows.push(row * conv.stride[0] - conv.padding[0] + i * conv.dilation[0]);
   for (let j = 0; j < kw; j++) cols.push(col * conv.stride[1] - conv.padding[1] + j * conv.dilation[1]);
+  // where a padded position reads from: zeros (none), or the map itself (reflect, replicate, circular)
+  const mode = conv.padding_mode || 'zeros';
+  const src = (i, n) => {
+    if (i >= 0 && i < n) return i;
+    if (mode === 'reflect') return i < 0 ? -i : 2 * (n - 1) - i;
+    if (mode === 'replicate') return Math.min(Math.max(i, 0), n - 1);
+    if (mode === 'circular') return ((i % n) + n) % n;
+    return -1;
+  };
   let sum = 0;
   for (let k = 0; k < cg; k++) {
     const ic = group * cg + k, P2 = [], K2 = [], X2 = [];
     for (let i = 0; i < kh; i++) {
       const pr = [], kr = [], xr = [];
       for (let j = 0; j < kw; j++) {
-        const y = rows[i], x = cols[j];
-        const v = (y >= 0 && y < hi && x >= 0 && x < wi) ? at(inp, ic, y, x) : 0;
+        const y = src(rows[i], hi), x = src(cols[j], wi);
+        const v = (y >= 0 && x >= 0) ? at(inp, ic, y, x) : 0;
         const wv = W[((channel * cg + k) * kh + i) * kw + j];
         pr.push(v); kr.push(wv); xr.push(v * wv); sum += v * wv;
       }
@@ -219,7 +228,7 @@ L.unitSteps = function unitSteps(layerName, channel, row, col, outs, x01, weight
   const steps = [];
   const inputChannels = Array.from({ length: cg }, (_, k) => group * cg + k);
   const result = sum + (bias || 0);
-  steps.push({ kind: 'conv', layer: layerName, input_from: conv.source, input_channels: inputChannels, rows, cols,
+  steps.push({ kind: 'conv', layer: layerName, input_from: conv.source, padding_mode: mode, input_channels: inputChannels, rows, cols,
                patch, kernel, products, sum, bias, result, onnx: at(outs[layerName], channel, row, col) });
   let value = result, cur = conv;
   let nxt = L.layerByName[cur.next];

@@ -144,7 +144,7 @@ L.renderSteps = function renderSteps(u, hide) {
           hide ? null : el('span', { class: 'op', text: '=' }), hide ? null : el('div', {}, el('small', { text: 'products' }), numTable(s.products[k])))));
       const shown = parts.slice(0, 8);
       box.append(el('div', { class: 'step' }, el('h3', { text: `${s.layer}: convolution` }),
-        el('p', { text: `rows ${s.rows.join(', ')} · cols ${s.cols.join(', ')} of ${s.input_from === 'input' ? 'the normalized image' : s.input_from} (outside the map: zero padding)` }),
+        el('p', { text: `rows ${s.rows.join(', ')} · cols ${s.cols.join(', ')} of ${s.input_from === 'input' ? 'the normalized image' : s.input_from} (outside the map: ${s.padding_mode === 'zeros' ? 'zero' : s.padding_mode} padding)` }),
         shown, parts.length > 8 ? el('p', { text: `… and ${parts.length - 8} more input channels` }) : null,
         hide ? el('p', { text: `bias ${s.bias == null ? 'none' : fmt(s.bias, 4)}` }) :
           el('p', { class: 'eq', text: `sum of products ${fmt(s.sum, 5)} + bias ${s.bias == null ? 0 : fmt(s.bias, 5)} = ${fmt(s.result, 5)}` }), check));
