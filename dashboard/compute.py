@@ -202,3 +202,44 @@ def selection_order(indices: np.ndarray, preds: dict, by: str) -> np.ndarray:
                                         else np.asarray(preds["losses"])[indices]},
                                        sort=by, only_wrong=False)
     return np.asarray(indices)[res["indices"]]
+
+
+# ----------------------------------------------------------------------------- many classes
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _class_order(ckpt_key: str, cm: np.ndarray) -> np.ndarray:
+    from scipy.cluster import hierarchy
+    from scipy.spatial.distance import pdist
+    cm = np.asarray(cm, np.float64)
+    k = len(cm)
+    if k < 3:
+        return np.arange(k)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    affinity = (share + share.T) / 2
+    np.fill_diagonal(affinity, 1.0)                 # never a zero row: the cosine distance stays defined
+    tree = hierarchy.linkage(pdist(affinity, "cosine"), "average")
+    return hierarchy.leaves_list(tree).astype(np.int64)
+
+
+def class_order(ctx: Ctx, cm: np.ndarray) -> np.ndarray:
+    """The classes in an order where the ones the model confuses sit side by side: average-linkage
+    clustering of the symmetrised row-normalised confusion matrix (each class described by whom it is
+    confused with), leaves left to right. A permutation of range(K); cached per checkpoint and matrix."""
+    with ui.spinner("Ordering the classes by similarity…"):
+        return _class_order(ctx.key, np.asarray(cm, np.int64))
+
+
+def distinct_colours(centres: np.ndarray, palette: list[str]) -> list[str]:
+    """One palette colour per class so that classes whose map centres (K, 2) are close get different colours:
+    greedily, class by class, each takes the colour whose nearest class already wearing it is
+    farthest away (an unused colour first). With more classes than colours each colour recurs far apart."""
+    centres = np.asarray(centres, np.float64)
+    k, n = len(centres), len(palette)
+    d = np.sqrt(((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1))
+    nearest = np.full((k, n), np.inf)               # [class, colour]: distance to the nearest class of that colour
+    out = [0] * k
+    for i in range(k):
+        c = int(np.argmax(nearest[i]))
+        out[i] = c
+        nearest[:, c] = np.minimum(nearest[:, c], d[:, i])
+    return [palette[c] for c in out]

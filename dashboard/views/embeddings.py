@@ -29,6 +29,7 @@ if pixels is None:
 classes = ctx.classes
 COLOURS = {"true": "true class", "pred": "predicted class", "correct": "correct or not", "confidence": "confidence",
            "quality": "label quality score"}
+MANY = 20                 # classes on the map: above this no legend, colours assigned so that neighbours differ
 
 with ui.guard("projecting the test set"):
     n_total = len(pixels[1])
@@ -59,9 +60,20 @@ with ui.guard("projecting the test set"):
         keep &= labels != pred
     palette = ui.class_palette(len(classes))
     trace = go.Scatter if keep.sum() <= 3000 else go.Scattergl    # WebGL only where SVG would get slow
+    per_point = None              # many classes: one colour per point, no legend (see below)
     if colour in ("true", "pred"):
         key = labels if colour == "true" else pred
-        groups = [(name, keep & (key == k), palette[k]) for k, name in enumerate(classes)]
+        present = np.unique(key[keep])
+        if len(present) > MANY:
+            # a legend of hundreds of entries is unreadable and 2 x K traces are slow: two traces, colours from a
+            # long palette assigned so that classes next to each other on this map never share one
+            centres = np.stack([xy[keep & (key == k)].mean(0) for k in present])
+            long = list(dict.fromkeys(ui.class_palette(max(len(present), 74))))
+            pick = dict(zip(present.tolist(), compute.distinct_colours(centres, long)))
+            per_point = np.array([pick.get(int(k), "#7f7f7f") for k in key], dtype=object)
+            groups = [("classes", keep, "per point")]
+        else:
+            groups = [(name, keep & (key == k), palette[k]) for k, name in enumerate(classes)]
     elif colour == "correct":
         groups = [("correct", keep & (labels == pred), "#1f77b4"), ("misclassified", keep & (labels != pred), "#d62728")]
     else:
@@ -78,14 +90,16 @@ with ui.guard("projecting the test set"):
             trace_index.append(index[sub])
             marker = dict(size=10 if wrong else 6, opacity=0.9 if wrong else 0.7, symbol="x" if wrong else "circle",
                           line=dict(width=0))
-            if col is None:
+            if per_point is not None:
+                marker["color"] = per_point[sub].tolist()
+            elif col is None:
                 marker.update(color=value[sub], colorscale="Viridis", cmin=0, cmax=1, showscale=len(trace_index) == 1,
                               colorbar=dict(title=COLOURS[colour], tickformat=".0%"))
             else:
                 marker["color"] = col
             fig.add_trace(trace(
                 x=xy[sub, 0], y=xy[sub, 1], mode="markers", name=name, legendgroup=name,
-                showlegend=col is not None and (not wrong or not np.any(labels[idx] == pred[idx])),
+                showlegend=col is not None and per_point is None and (not wrong or not np.any(labels[idx] == pred[idx])),
                 customdata=[[int(index[j]), classes[labels[j]], classes[pred[j]], float(conf[j])] for j in sub],
                 text=[("✗" if wrong else "✓") + ("" if quality is None else f" · label quality {quality[j]:.2f}")
                       for j in sub],
@@ -101,6 +115,10 @@ with ui.guard("projecting the test set"):
         event = ui.show_chart(fig, key="emb_chart", filename=f"embedding-{method}", on_select="rerun",
                               selection_mode=("points", "lasso", "box"))
     timing = "read from the disk cache" if emb["cached"] else f"computed in {ui.duration(emb['seconds'])}"
+    if per_point is not None:
+        st.caption(f"{len(present):,} classes on the map: too many for a legend, so {len(long)} colours each recur "
+                   "only far apart, chosen so that neighbouring classes on this map differ. Hover a point for its "
+                   "class, pick up to 20 classes above for a legend, or colour by correctness or confidence.")
     st.caption(f"{int(keep.sum()):,} of {n_total:,} test images shown; {axis} of the penultimate features, "
                f"{timing}; ✕ = misclassified. Click a point for its image beside the map; to select many, pick the "
                "lasso or box in the chart's toolbar and drag. Double-click resets the view.")

@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import compute
+import confusion
 import report
 import frame
 import selections
@@ -40,55 +41,105 @@ with ui.guard("drawing the summary metrics"):
 
 
 def _cell_clicked():
-    """Chart click -> the true/predicted selectboxes below (a callback runs before the page is drawn)."""
+    """Chart click -> the true/predicted selectboxes below (a callback runs before the page is drawn); a click
+    on an overview block zooms in around that block pair's largest mix-up."""
     state = st.session_state.get("eval_cm")
     points = (state or {}).get("selection", {}).get("points", []) if state else []
     if points:
-        ui.remember("eval_true", points[0]["y"])
-        ui.remember("eval_pred", points[0]["x"])
+        custom = points[0].get("customdata") or []
+        if len(custom) >= 5:
+            t, p, block = int(custom[2]), int(custom[3]), bool(custom[4])
+            ui.remember("eval_true", ctx.classes[t])
+            ui.remember("eval_pred", ctx.classes[p])
+            if block:
+                ui.remember("eval_view", "zoom")
+        else:
+            ui.remember("eval_true", points[0]["y"])
+            ui.remember("eval_pred", points[0]["x"])
         st.session_state[_CLICKS] = st.session_state.get(_CLICKS, 0) + 1
         st.session_state[_SCROLL] = True                 # this run only: bring the cell's images into view
 
 
-_CLICKS, _SCROLL = "evaluation.cell_clicks", "evaluation.scroll"     # session state: the scroll's token; pending
+def _pair_picked():
+    """A row of the most-confused table -> the true/predicted selectboxes."""
+    rows = (st.session_state.get("eval_pairs") or {}).get("selection", {}).get("rows", [])
+    pairs = st.session_state.get(_PAIRS) or []
+    if rows and rows[0] < len(pairs):
+        ui.remember("eval_true", pairs[rows[0]]["true class"])
+        ui.remember("eval_pred", pairs[rows[0]]["predicted as"])
+        ui.remember("eval_view", "zoom")
 
+
+_CLICKS, _SCROLL = "evaluation.cell_clicks", "evaluation.scroll"     # session state: the scroll's token; pending
+_WINDOW, _PAIRS = "evaluation.window", "evaluation.pairs"            # the zoom's first row/column; the pair table
+cm, cmn = np.array(rep["confusion_matrix"]), np.array(rep["confusion_normalized"])
+worst = rep["most_confused"][0] if rep.get("most_confused") else {"true": 0, "pred": 0}
+many = K > confusion.OVERVIEW_ABOVE
 
 with ui.guard("drawing the confusion matrix"):
     st.subheader("Confusion matrix")
-    cm, cmn = np.array(rep["confusion_matrix"]), np.array(rep["confusion_normalized"])
-    mode = st.radio("Show", ["Counts", "Normalized by row"], horizontal=True, **ui.kept("eval_norm", "Counts"),
+    c1, c2, c3 = st.columns([2, 3, 2])
+    mode = c1.radio("Show", ["Counts", "Normalized by row"], horizontal=True, **ui.kept("eval_norm", "Counts"),
                     help="Normalized: each row sums to 100%, so the diagonal is each class's recall.")
     normalized = mode != "Counts"
-    z = cmn if normalized else cm
-    text = [[(ui.pct(v) if normalized else f"{v:d}") for v in row] for row in z.tolist()]
-    fig = go.Figure(go.Heatmap(z=z, x=classes, y=classes, colorscale="Blues", text=text,
-                               texttemplate="%{text}" if K <= 20 else None, hoverinfo="skip",
-                               zmin=0, zmax=1 if normalized else None,
-                               colorbar=dict(title="share" if normalized else "images")))
-    cell = max(6, min(60, int(430 / K)))
-    fig.add_trace(go.Scatter(   # one invisible square per cell: plotly reports clicks on these points
-        x=[classes[j] for i in range(K) for j in range(K)], y=[classes[i] for i in range(K) for j in range(K)],
-        customdata=[[int(cm[i, j]), float(cmn[i, j])] for i in range(K) for j in range(K)],
-        mode="markers", showlegend=False,
-        marker=dict(symbol="square", size=int(cell * 0.9), color="rgba(0,0,0,0)"),
-        selected=dict(marker=dict(color="rgba(255,165,0,0.45)")), unselected=dict(marker=dict(opacity=0)),
-        hovertemplate="true <b>%{y}</b>, predicted <b>%{x}</b><br>%{customdata[0]} images "
-                      f"(%{{customdata[1]:{ui.PCT_D3}}} of the row)<extra>click to see them</extra>"))
-    fig.update_xaxes(title_text="predicted class", tickangle=-45 if K > 6 else 0, range=[-0.5, K - 0.5],
-                     showgrid=False, zeroline=False)
-    fig.update_yaxes(title_text="true class", range=[K - 0.5, -0.5], showgrid=False, zeroline=False)
-    fig.update_layout(height=max(380, min(900, 40 * K + 180)), margin=dict(t=10, b=10, l=10, r=10),
-                      clickmode="event+select", plot_bgcolor="rgba(0,0,0,0)")
+    if not many:
+        fig = confusion.cells_figure(cm, cmn, classes, np.arange(K), np.arange(K), normalized)
+        fig.update_xaxes(title_text="predicted class")
+    else:
+        order = compute.class_order(ctx, cm)
+        position = np.empty(K, np.int64)
+        position[order] = np.arange(K)
+        views = ["overview", "zoom"]
+        size, nb = confusion.blocks(K)
+        side = min(K, confusion.SIDE)
+        view = c2.radio("Matrix", views, horizontal=True, **ui.kept("eval_view", "overview", views),
+                        format_func={"overview": f"overview: all {K:,} classes in {nb} blocks",
+                                     "zoom": f"zoom: {side} × {side} classes"}.get,
+                        help="The classes are ordered so that the ones the model confuses sit side by side. The "
+                             f"overview sums blocks of {size} neighbouring classes; click a block to zoom in there.")
+        mistakes = c3.checkbox("Mistakes only", **ui.kept("eval_mistakes", True),
+                               help="Leave out the correct answers (the diagonal), so the colours show the mix-ups.")
+        t_now = classes.index(ui.value("eval_true", classes[worst["true"]]))
+        p_now = classes.index(ui.value("eval_pred", classes[worst["pred"]]))
+        if view == "overview":
+            ov = confusion.overview(cm, order, mistakes)
+            fig = confusion.overview_figure(ov, classes, order, normalized)
+            st.caption(f"{K:,} classes, ordered by similarity (clustered by whom they are confused with) and summed "
+                       f"into {nb} × {nb} blocks of {size}: the browser gets {nb * nb:,} cells, not {K * K:,}. "
+                       "Hover a block for its classes; click it to zoom in on its largest mix-up; drag to zoom the "
+                       "picture. The CSV below has every cell.")
+        else:
+            old = st.session_state.get(_WINDOW, (None, None, None))
+            same = old[0] == ctx.key
+            r0 = confusion.window(K, int(position[t_now]), old[1] if same else None)
+            q0 = confusion.window(K, int(position[p_now]), old[2] if same else None)
+            st.session_state[_WINDOW] = (ctx.key, r0, q0)
+            fig = confusion.cells_figure(cm, cmn, classes, order[r0:r0 + side], order[q0:q0 + side], normalized,
+                                         mistakes_only=mistakes)
+            st.caption(f"True classes {r0 + 1}–{r0 + side} and predicted classes {q0 + 1}–{q0 + side} of {K:,} in "
+                       f"similarity order, around **{classes[t_now]}** → **{classes[p_now]}** (choose them below, "
+                       "or click a row of the most confused pairs): the browser gets "
+                       f"{side * side:,} cells, not {K * K:,}.")
     ui.show_chart(fig, key="eval_cm", filename="confusion-matrix", on_select=_cell_clicked,
                   selection_mode=("points",))
-    cm_rows = [{"true class": c, **{p: int(v) for p, v in zip(classes, row)}} for c, row in zip(classes, cm.tolist())]
-    ui.download_csv(cm_rows, "confusion-matrix.csv", key="eval_cm_csv", label="Download the matrix (CSV)")
+    st.download_button("Download the matrix (CSV)", lambda: ui.csv_bytes(
+        [{"true class": c, **{p: int(v) for p, v in zip(classes, row)}} for c, row in zip(classes, cm.tolist())]),
+        file_name="confusion-matrix.csv", mime="text/csv", key="eval_cm_csv", icon=":material/download:",
+        on_click="ignore")      # written only when clicked: K x K numbers
+
+if many:
+    with ui.guard("listing the most confused pairs"):
+        pairs = confusion.most_confused(cm, classes)
+        st.session_state[_PAIRS] = pairs
+        st.markdown(f"**The {len(pairs)} most confused pairs** (sortable; pick a row to see its images below):")
+        st.dataframe(pairs, hide_index=True, width="stretch", height=280, key="eval_pairs", on_select=_pair_picked,
+                     selection_mode="single-row",
+                     column_config={"share of the true class": st.column_config.NumberColumn(format="%.1f%%")})
 
 with ui.guard("showing the images of a cell"):
     if st.session_state.pop(_SCROLL, False):      # a clicked cell's images start far below the matrix
         ui.scroll_into_view("eval_cell_block", token=st.session_state[_CLICKS], block="start")
     with st.container(key="eval_cell_block"):
-        worst = rep["most_confused"][0] if rep.get("most_confused") else {"true": 0, "pred": 0}
         st.markdown("**Images behind one cell** — click a cell above, or choose it here "
                     "(the most common mix-up is preselected):")
         c1, c2, c3 = st.columns([2, 2, 1])
@@ -117,11 +168,24 @@ with ui.guard("drawing the per-class table"):
     st.subheader("Per-class precision, recall and F1")
     st.markdown("**Precision**: of the images predicted as this class, the share that really are. "
                 "**Recall**: of this class's images, the share found. **F1** balances both.")
+    off = cm.copy()
+    np.fill_diagonal(off, -1)
+    mixed = off.argmax(1)
     per_class = [{"class": r["class"], "precision": 100 * r["precision"], "recall": 100 * r["recall"],
-                  "F1": 100 * r["f1"], "support": r["support"]} for r in rep["per_class"]]
+                  "F1": 100 * r["f1"], "support": r["support"],
+                  "most often mistaken for": classes[mixed[i]] if off[i, mixed[i]] > 0 else "—"}
+                 for i, r in enumerate(rep["per_class"])]
     per_class.append({"class": "macro average", "precision": 100 * rep["macro"]["precision"],
-                      "recall": 100 * rep["macro"]["recall"], "F1": 100 * rep["macro"]["f1"], "support": rep["n"]})
-    st.dataframe(per_class, hide_index=True, width="stretch", key="eval_per_class",
+                      "recall": 100 * rep["macro"]["recall"], "F1": 100 * rep["macro"]["f1"], "support": rep["n"],
+                      "most often mistaken for": ""})
+    shown = per_class
+    if K > 10:
+        find = st.text_input("Find a class", placeholder="part of a class name", key="eval_find",
+                             help="Filters the table; click a column header to sort it.")
+        if find.strip():
+            shown = [r for r in per_class[:-1] if find.strip().lower() in r["class"].lower()]
+            st.caption(f"{len(shown):,} of {K:,} classes contain “{find.strip()}”.")
+    st.dataframe(shown, hide_index=True, width="stretch", key="eval_per_class",
                  column_config={k: st.column_config.ProgressColumn(k, min_value=0.0, max_value=100.0,
                                                                    format="%.1f%%")
                                 for k in ("precision", "recall", "F1")})

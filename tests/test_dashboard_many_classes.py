@@ -1,0 +1,182 @@
+"""Every page at 300 classes (issue 20): a synthetic 300-class checkpoint (a random simple_cnn on 16 px images,
+with stored test predictions that confuse classes within hidden groups of six), walked page by page in
+AppTest with no exception and no error box; the figures sent to the browser stay small (the confusion
+matrix is an overview of blocks, never 300 x 300 cells and hit targets; no legend of 300 entries)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from test_dashboard_support import DASH, arr, chart, ok, texts, walk, widget
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Setting backward hooks on ReLU")
+
+K, PER_CLASS, GROUP = 300, 5, 6
+WORDS = ["tench", "goldfinch", "tree frog", "box turtle", "garter snake", "tarantula", "peacock", "hummingbird",
+         "koala", "jellyfish", "sea slug", "hermit crab", "flamingo", "pelican", "border collie", "timber wolf"]
+CLASSES = [f"{k:03d} {WORDS[k % len(WORDS)]}" for k in range(K)]      # sorted = label order (ImageFolder's)
+
+
+def _write_folder(root) -> str:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 1), ("test", PER_CLASS)):
+        for k, name in enumerate(CLASSES):
+            d = os.path.join(root, split, name)
+            os.makedirs(d)
+            for i in range(n):
+                img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+                img[:, :, k % 3] = 40 + (k * 7) % 200
+                Image.fromarray(img).save(os.path.join(d, f"{i}.png"))
+    return str(root)
+
+
+def _predictions(y: np.ndarray, seed: int) -> dict:
+    """Stored test predictions: 55% right, 35% mistaken for a class of the same hidden group, 10% anything."""
+    rng = np.random.default_rng(seed)
+    group = rng.permutation(K).reshape(-1, GROUP)            # hidden groups of similar classes, not contiguous
+    mates = {int(c): g for g in group for c in g}
+    preds = y.copy()
+    u = rng.random(len(y))
+    for i, t in enumerate(y.tolist()):
+        if u[i] > 0.9:
+            preds[i] = rng.integers(K)
+        elif u[i] > 0.55:
+            preds[i] = rng.choice([c for c in mates[t] if c != t])
+    probs = rng.dirichlet(np.full(K, 0.05), size=len(y)).astype(np.float32) * 0.3
+    probs[np.arange(len(y)), preds] += 0.7
+    probs /= probs.sum(1, keepdims=True)
+    return {"targets": torch.from_numpy(y).to(torch.int16), "preds": torch.from_numpy(preds).to(torch.int16),
+            "probs": torch.from_numpy(probs).to(torch.float16)}
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    """A folder of two 300-class checkpoints (A newest, and B with other predictions) on a 300-class folder."""
+    from cnnlib.data.spec import load_checkpoint_split
+    from cnnlib.io.checkpoint import save_checkpoint
+    from cnnlib.models.registry import get_model
+
+    base = tmp_path_factory.mktemp("many")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNLIB_DATA_ROOT", str(base / "data-root"))
+        data = _write_folder(base / "data")
+        kwargs = {"num_classes": K, "image_size": 16}
+        meta = {"model": {"name": "simple_cnn", "kwargs": kwargs}, "classes": CLASSES, "input_shape": [3, 16, 16],
+                "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+                "data": {"name": "many", "path": data, "split_seed": 0}}
+        _, y = load_checkpoint_split(meta, "test")
+        assert len(y) == K * PER_CLASS
+        folder = base / "checkpoints"
+        folder.mkdir()
+        for name, seed in (("b.pt", 1), ("a.pt", 2)):          # a.pt written last: the newest, opened first
+            torch.manual_seed(seed)
+            save_checkpoint({**meta, "state_dict": get_model("simple_cnn", **kwargs).state_dict(),
+                             "test_predictions": _predictions(np.asarray(y), seed)}, str(folder / name))
+            os.utime(folder / name, (1e9 + seed, 1e9 + seed))
+    return {"dir": str(folder), "root": str(base / "data-root"), "a": str(folder / "a.pt")}
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch, many):
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", many["dir"])
+    monkeypatch.setenv("CNNLIB_DATA_ROOT", many["root"])
+    monkeypatch.setenv("CNNLENS_PREFETCH", "0")
+
+
+def size(trace: dict) -> int:
+    """How many values a trace sends for its points (the largest of x, y, z, flattened)."""
+    return max([arr(trace[k]).size for k in ("x", "y", "z") if trace.get(k) is not None] or [0])
+
+
+def charts(at):
+    """(key, spec) of every Plotly chart on the page."""
+    import json
+    return [(n.proto.id, json.loads(n.proto.spec)) for n in walk(at.main) if getattr(n, "type", None) == "plotly_chart"]
+
+
+def legend_entries(spec: dict) -> int:
+    return sum(1 for t in spec["data"] if t.get("showlegend", True) and t.get("type") != "heatmap"
+               and t.get("name"))
+
+
+def open_app():
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(DASH / "Home.py"), default_timeout=180).run()
+    ok(at)
+    return at
+
+
+def test_every_page_renders_at_300_classes_with_small_figures():
+    import frame
+    at = open_app()
+    assert "a.pt" in str(widget(at, "side_ckpt").value)
+    for entry in frame.PAGES[1:]:
+        at.switch_page(entry.path).run()
+        ok(at)
+        for key, spec in charts(at):
+            assert sum(size(t) for t in spec["data"]) <= 10_000, (entry.title, key)
+            assert legend_entries(spec) <= 30, (entry.title, key)
+
+
+def test_confusion_matrix_overview_zoom_and_pairs():
+    import confusion
+    at = open_app()
+    at.switch_page("views/evaluation.py").run()
+    ok(at)
+    spec = chart(at, "eval_cm")
+    heat, targets = spec["data"]
+    nb = confusion.blocks(K)[1]
+    assert arr(heat["z"]).shape == (nb, nb) and nb <= confusion.SIDE       # blocks, not 300 x 300
+    assert size(targets) == nb * nb
+    assert arr(heat["z"]).sum() == np.sum([c for c in _mistakes(at)])      # mistakes only, by default
+    assert "300 classes, ordered by similarity" in texts(at)
+    pairs = next(d.value for d in at.dataframe if "predicted as" in d.value.columns)
+    assert 0 < len(pairs) <= 200 and list(pairs["images"]) == sorted(pairs["images"], reverse=True)
+    widget(at, "eval_view").set_value("zoom").run()
+    ok(at)
+    heat, targets = chart(at, "eval_cm")["data"]
+    assert arr(heat["z"]).shape == (confusion.SIDE, confusion.SIDE) and size(targets) == confusion.SIDE ** 2
+    t_name, p_name = pairs.iloc[0]["true class"], pairs.iloc[0]["predicted as"]
+    assert f"around **{t_name}** → **{p_name}**" in texts(at)
+    # the similarity order puts each class's most frequent confusion near it: the top pair is inside the zoom
+    assert t_name in str(targets["text"]) and p_name in str(targets["text"])
+    widget(at, "eval_find").set_value("tarantula").run()
+    ok(at)
+    table = next(d.value for d in at.dataframe if "F1" in d.value.columns)
+    assert len(table) == sum("tarantula" in c for c in CLASSES) and all("tarantula" in c for c in table["class"])
+
+
+def _mistakes(at):
+    from cnnlib.diagnose.evaluate import stored_predictions
+    from cnnlib.inference import load_model
+    p = stored_predictions(load_model(widget(at, "side_ckpt").value).meta)
+    return [int((p["targets"] != p["preds"]).sum())]
+
+
+def test_embeddings_colours_neighbouring_classes_apart_without_a_300_entry_legend():
+    at = open_app()
+    at.switch_page("views/embeddings.py").run()
+    ok(at)
+    spec = chart(at, "emb_chart")
+    assert len(spec["data"]) <= 2 and legend_entries(spec) == 0
+    assert "neighbouring classes" in texts(at)
+    xy = np.concatenate([np.stack([arr(t["x"]), arr(t["y"])], 1) for t in spec["data"]])
+    colours = sum((list(t["marker"]["color"]) for t in spec["data"]), [])
+    names = sum(([c[1] for c in t["customdata"]] for t in spec["data"]), [])
+    centre = {n: xy[[m == n for m in names]].mean(0) for n in set(names)}
+    colour = {n: c for n, c in zip(names, colours)}
+    assert len(set(colour.values())) > 20                     # a long palette
+    keys = list(centre)
+    pts = np.stack([centre[n] for n in keys])
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    nearest = d.argmin(1)
+    same = np.mean([colour[keys[i]] == colour[keys[j]] for i, j in enumerate(nearest)])
+    assert same < 0.05, same                                  # the class next door almost never shares the colour
+    widget(at, "emb_classes").set_value(CLASSES[:3]).run()    # few classes picked: a legend again
+    ok(at)
+    assert legend_entries(chart(at, "emb_chart")) == 3
