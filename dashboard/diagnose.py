@@ -5,6 +5,7 @@ and deletion / insertion faithfulness. Keyed like compute.py: (checkpoint, data,
 arrays unhashed. cnnlib is imported inside each loader as a module, so a test can monkeypatch it."""
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -21,7 +22,7 @@ EMBED_DEFAULT = 2000        # test images projected by default (t-SNE / UMAP on 
 NEIGHBOURS_K = 9
 FAITH_N = 20                # test images averaged on the Faithfulness page by default
 PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
-_INDEXES: dict = {}         # (checkpoint key, data key) -> cnnlib.diagnose.neighbors.Index, shared by every session
+_INDEXES: dict = {}         # (checkpoint key, data key, split) -> Index (or influence features), shared by sessions
 _INDEX_LOCK = threading.Lock()
 
 
@@ -102,10 +103,11 @@ class _Counted:
         return out
 
 
-def neighbour_index(ctx: Ctx, train: tuple[np.ndarray, np.ndarray]):
-    """The checkpoint's feature index of its training images: cnnlib.diagnose.neighbors.build_index under the key
-    index_for_checkpoint uses (so both share the disk cache), built once per checkpoint and data with a bar."""
-    key = (ctx.key, testdata.pixels_key(ctx))
+def neighbour_index(ctx: Ctx, train: tuple[np.ndarray, np.ndarray], split: str = "train"):
+    """The checkpoint's feature index of its training images (or, split="test", of the test images `train`):
+    cnnlib.diagnose.neighbors.build_index under the key index_for_checkpoint uses (so both share the disk
+    cache), built once per checkpoint and data with a bar."""
+    key = (ctx.key, testdata.pixels_key(ctx), split)
     index = _INDEXES.get(key)
     if index is not None:
         return index
@@ -116,14 +118,15 @@ def neighbour_index(ctx: Ctx, train: tuple[np.ndarray, np.ndarray]):
         index = _INDEXES.get(key)
         if index is None:
             spec = data_spec.checkpoint_data_spec(ctx.meta, ctx.data or "")
-            text = f"Indexing the {len(train[1]):,} training images (once per checkpoint; then read from disk)…"
+            what = "training" if split == "train" else "test"
+            text = f"Indexing the {len(train[1]):,} {what} images (once per checkpoint; then read from disk)…"
             bar = st.progress(0.0, text=text)
             try:
                 index = neighbors.build_index(ctx.model, _Counted(train[0], bar, text), train[1],
-                                              datacache.cache_dir(spec.root), f"{spec.key()}-train")
+                                              datacache.cache_dir(spec.root), f"{spec.key()}-{split}")
             finally:
                 bar.empty()
-            while len(_INDEXES) >= 4:
+            while len(_INDEXES) >= 6:
                 _INDEXES.pop(next(iter(_INDEXES)))
             _INDEXES[key] = index
     return index
@@ -146,6 +149,100 @@ def neighbours(ctx: Ctx, pick, k: int = NEIGHBOURS_K) -> dict | None:
     index = neighbour_index(ctx, train)
     hits = _neighbours(ctx.key, testdata.pixels_key(ctx), pick.key, int(k), ctx.model, index, pick.x01)
     return {**hits, "images": train[0][hits["indices"]]}
+
+
+# ----------------------------------------------------------------------------- triage and influence
+
+_TRIAGED: set = set()       # (checkpoint key, data key, source) whose verdicts are in the cache: shown at once
+
+
+@st.cache_data(show_spinner=False, max_entries=8)      # the indexes unhashed: keyed by checkpoint and data
+def _triage(ckpt_key: str, data_key: str, source: str, _meta: dict, _preds: dict, _test, _train) -> dict:
+    from cnnlib.diagnose import triage
+    records = triage.triage(_meta, _preds["probs"], _preds["targets"], _test.features, _train.features,
+                            _train.labels, preds=_preds["preds"])
+    return {int(r["index"]): r for r in records}
+
+
+def triage_ready(ctx: Ctx, preds: dict) -> bool:
+    """Have this checkpoint's verdicts been worked out already (by any session)?"""
+    return (ctx.key, testdata.pixels_key(ctx), _source(ctx, preds)) in _TRIAGED
+
+
+def triage(ctx: Ctx, preds: dict, pixels) -> dict | None:
+    """cnnlib.diagnose.triage's verdicts for the misclassified test images, {test index: record}, from the
+    penultimate features of the test and training images (the neighbour indexes, built once with a bar);
+    None, with one sentence, when the training images are not on disk."""
+    train = train_pixels(ctx, notice=False)
+    if train is None:
+        st.info("**The verdicts need the training images**, and they are not on disk for this checkpoint (or this "
+                "data folder holds only a test set): the gallery works without them.", icon=":material/info:")
+        return None
+    if pixels is None or len(pixels[1]) != len(preds["targets"]):
+        st.info("**The verdicts need the test images** the predictions were made on, and they are not on disk.",
+                icon=":material/image_not_supported:")
+        return None
+    test_index = neighbour_index(ctx, pixels, split="test")
+    train_index = neighbour_index(ctx, train)
+    key = (ctx.key, testdata.pixels_key(ctx), _source(ctx, preds))
+    with ui.spinner("Weighing the evidence for every mistake…"):
+        out = _triage(*key, ctx.meta, preds, test_index, train_index)
+    _TRIAGED.add(key)
+    return out
+
+
+def _influence_features(ctx: Ctx, train) -> np.ndarray:
+    """The training images' unnormalised penultimate features (TracIn's input), shared by every session."""
+    key = (ctx.key, testdata.pixels_key(ctx), "influence")
+    with _INDEX_LOCK:
+        if key not in _INDEXES:
+            while len(_INDEXES) >= 6:
+                _INDEXES.pop(next(iter(_INDEXES)))
+            _INDEXES[key] = _influence_compute(ctx, *train)
+    return _INDEXES[key]
+
+
+def _influence_compute(_ctx: Ctx, _x, _y) -> np.ndarray:
+    from cnnlib.data import cache as datacache
+    from cnnlib.data import spec as data_spec
+    from cnnlib.diagnose import neighbors
+    from cnnlib.explain import influence
+    spec = data_spec.checkpoint_data_spec(_ctx.meta, _ctx.data or "")   # influence_for_checkpoint's disk cache
+    key = f"{spec.key()}-train"
+    expect = {"kind": "influence-features", "model": neighbors.model_key(_ctx.model), "data": key, "n": len(_y)}
+    folder, name = datacache.cache_dir(spec.root), f"influence-{expect['model']}-{neighbors._safe(key)}"
+    hit = neighbors.read_entry(folder, name, expect)
+    if hit is not None and np.array_equal(hit[0]["labels"], _y):
+        return hit[0]["features"]
+    text = f"Reading the {len(_y):,} training images through the network (once per checkpoint)…"
+    bar = st.progress(0.0, text=text)
+    try:
+        f = influence.train_features(_ctx.model, _Counted(_x, bar, text))
+    finally:
+        bar.empty()
+    with contextlib.suppress(OSError):          # read-only or full: kept in memory only
+        neighbors.write_entry(folder, name, {"features": f, "labels": np.asarray(_y, np.int64)}, expect)
+    return f
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _influence(ckpt_key: str, data_key: str, image_key: str, k: int, _model, _x01, _y, _f) -> dict:
+    from cnnlib.explain import influence
+    return influence.proponents_opponents(_model, _x01, train_y=_y, k=k, features=_f)
+
+
+def influence(ctx: Ctx, pick, k: int = 6) -> dict | None:
+    """TracIn's proponents and opponents (cnnlib.explain.influence) of a pick's prediction, with their pixels;
+    None (one sentence) without training images; CNNLibError for a head that is not a final Linear layer."""
+    train = train_pixels(ctx, notice=False)
+    if train is None:
+        st.info("**The most influential training images need the training images**, and they are not on disk "
+                "for this checkpoint (or this data folder holds only a test set).", icon=":material/info:")
+        return None
+    f = _influence_features(ctx, train)
+    with ui.spinner("Scoring every training image's influence (TracIn)…"):
+        res = _influence(ctx.key, testdata.pixels_key(ctx), pick.key, int(k), ctx.model, pick.x01, train[1], f)
+    return {**res, **{w: {**res[w], "images": train[0][res[w]["indices"]]} for w in ("proponents", "opponents")}}
 
 
 # ----------------------------------------------------------------------------- projections

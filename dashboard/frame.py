@@ -46,6 +46,8 @@ SECTIONS: dict[str, list[Entry]] = {
               "the whole test set as a 2-D map of the network's features"),
         Entry("views/label_issues.py", "Probably mislabelled", ":material/label_off:", "Label_issues",
               "test images whose label the model contradicts: the dataset's errors, not the model's"),
+        Entry("views/robustness.py", "Robustness", ":material/blur_on:", "Robustness",
+              "accuracy under noise, blur, weather and digital corruptions, per class; the images that flip first"),
         Entry("views/compare.py", "Two models", ":material/compare:", "Compare",
               "two checkpoints on the same images: agreement, McNemar's test, where they disagree"),
         Entry("views/selections.py", "Selections", ":material/sell:", "Selections",

@@ -3,7 +3,11 @@ cells of image, caption box and **Explain**; the explanation ("why this, why not
 training images nearest to it) opens right under the pressed image's row. Every key starts with the page's
 prefix: <prefix>_gallery (or `key`), <prefix>_cell_<i>, <prefix>_btn_<i>, <prefix>_explain_panel, ...
 
-Also the strip of nearest training images (Explain panel and the Nearest training images page)."""
+With the triage verdicts (cnnlib.diagnose.triage, worked out on request: "Find out why"), each cell shows its
+verdict, confidence and one line of evidence, and the page filters by verdict (verdict_filter, keep_verdicts).
+
+Also the strip of nearest training images (Explain panel and the Nearest training images page) and, on request,
+the most influential ones (TracIn proponents and opponents)."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +19,10 @@ import imagepick
 import pictures
 import ui
 from checkpoints import Ctx
+from cnnlib.errors import CNNLibError
 
 NCOLS = 6
+VERDICTS = ("label error", "ambiguous", "out of distribution", "model error")   # cnnlib.diagnose.triage's order
 
 
 def _explain(prefix: str, index) -> None:
@@ -30,10 +36,13 @@ def _loss(preds: dict, i: int) -> float:
     return float(-np.log(max(float(preds["probs"][i][int(preds["targets"][i])]), 1e-12)))
 
 
-def show(ctx: Ctx, preds: dict, pixels, indices, prefix: str, key: str | None = None, ncols: int = NCOLS) -> None:
+def show(ctx: Ctx, preds: dict, pixels, indices, prefix: str, key: str | None = None, ncols: int = NCOLS,
+         verdicts: dict | None = None) -> None:
     """Cells for test images `indices` (already filtered, ordered and paged), `ncols` per row; Explain opens
-    the panel under the pressed image's row (or after the gallery when that image is no longer shown)."""
+    the panel under the pressed image's row (or after the gallery when that image is no longer shown).
+    verdicts: verdict_filter's result (each cell then shows its verdict and evidence)."""
     classes = ctx.classes
+    records = (verdicts or {}).get("records") or {}
     x = pixels[0]
     chosen = st.session_state.get(f"{prefix}_explain")
     shown = [int(i) for i in indices]
@@ -46,10 +55,15 @@ def show(ctx: Ctx, preds: dict, pixels, indices, prefix: str, key: str | None = 
                 top = probs.argsort()[::-1][:3]
                 with col.container(key=f"{prefix}_cell_{i}"):
                     st.image(pictures.enlarge(x[i], 128), caption=f"#{i}", width="stretch")
-                    with st.container(height=124, border=False):       # same height in every cell: buttons align
+                    with st.container(height=236 if records else 124, border=False):   # buttons align
                         verdict = f"**{classes[p]}** ✗ (true: {classes[t]})" if p != t else f"**{classes[p]}** ✓"
                         st.markdown(verdict + "  \n" + " · ".join(f"{classes[k]} {ui.pct(probs[k])}" for k in top)
                                     + f"  \nloss {_loss(preds, i):.2f}")
+                        if i in records:
+                            r = records[i]
+                            st.markdown(f":{COLOURS[r['verdict']]}-badge[{r['verdict']}] {r['confidence']:.0%}",
+                                        help=f"The rule's line that decided: {r['evidence']['rule']}.")
+                            st.caption(evidence_line(r, classes))
                     st.button("Explain", key=f"{prefix}_btn_{i}", on_click=_explain, args=(prefix, i),
                               width="stretch", type="primary" if i == chosen else "secondary")
             if chosen in shown[start:start + ncols]:          # the explanation right under the pressed image's row
@@ -99,6 +113,8 @@ def explanation_panel(ctx: Ctx, preds: dict, pixels, idx: int, prefix: str) -> N
         ui.download_png(pictures.side_by_side(views), f"explain-{idx}-{method}.png", key=f"{prefix}_explain_png")
         with ui.guard("finding the nearest training images"):
             neighbours_strip(ctx, pick, key=f"{prefix}_neighbours")
+        with ui.guard("finding the most influential training images"):
+            influence_strip(ctx, pick, key=f"{prefix}_influence")
         ui.scroll_into_view(f"{prefix}_explain_panel", token=idx)   # a panel opened near the screen's edge comes in
 
 
@@ -130,3 +146,120 @@ def neighbours_strip(ctx: Ctx, pick, k: int = diagnose.NEIGHBOURS_K, key: str = 
         caps = [f"{classes[v]} · {s:.2f}" for v, s in zip(labels, hits["similarities"].tolist())]
         st.image([pictures.enlarge(im, size) for im in hits["images"]], caption=caps, width=size)
     return hits
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+COLOURS = {"label error": "orange", "ambiguous": "blue", "out of distribution": "violet", "model error": "red"}
+
+
+def evidence_line(r: dict, classes: list[str]) -> str:
+    """One line of a triage record's evidence, the signals its verdict rests on."""
+    ev, nb = r["evidence"], r["evidence"]["neighbors"]
+    k, pred, true = nb["k"], classes[r["predicted"]], classes[r["label"]]
+    agree = lambda share: int(round(share * k))  # noqa: E731
+    if r["verdict"] == "label error":
+        return (f"label quality {ev['label_quality']:.2f}; {agree(nb['agree_predicted'])} of {k} nearest training "
+                f"images are {pred} (the prediction)")
+    if r["verdict"] == "ambiguous":
+        (a, pa), (b, pb) = ev["top2"]
+        return (f"{classes[a]} {ui.pct(pa)} vs {classes[b]} {ui.pct(pb)}; the {k} nearest training images are "
+                f"split (largest share {nb['largest_share']:.0%})")
+    if r["verdict"] == "out of distribution":
+        return (f"farther from the training images than {ev['distance_percentile']:.0%} of the test images; "
+                f"less confident than {1 - ev['confidence_percentile']:.0%}")
+    return (f"label quality {ev['label_quality']:.2f}; {agree(nb['agree_given'])} of {k} nearest training images "
+            f"are {true} (the label)")
+
+
+def _triage_on(prefix: str, token: str) -> None:
+    st.session_state[f"{prefix}_triage_on"] = token
+
+
+def verdict_filter(ctx: Ctx, preds: dict, pixels, prefix: str) -> dict | None:
+    """A "Find out why" button, then (once the verdicts are worked out, by any session) a verdict filter;
+    returns {"records": {test index: triage record}, "chosen": [verdicts]} or None (no verdicts yet, or one
+    sentence says why there are none)."""
+    import testdata
+    token = f"{ctx.key}|{testdata.pixels_key(ctx)}"
+    if st.session_state.get(f"{prefix}_triage_on") != token and not diagnose.triage_ready(ctx, preds):
+        c1, c2 = st.columns([1, 4], vertical_alignment="center")
+        c1.button("Find out why", key=f"{prefix}_triage_btn", icon=":material/troubleshoot:", on_click=_triage_on,
+                  args=(prefix, token), width="stretch")
+        c2.caption("A verdict for every mistake (label error, ambiguous, out of distribution, model error) with "
+                   "its evidence; the first time, the network reads every training and test image (a progress bar).")
+        return None
+    records = None
+    with ui.guard("working out the verdicts"):                # a failure: one sentence, the gallery stays
+        records = diagnose.triage(ctx, preds, pixels)
+    if records is None:
+        return None
+    counts = {v: sum(r["verdict"] == v for r in records.values()) for v in VERDICTS}
+    chosen = st.multiselect("Verdict", list(VERDICTS), format_func=lambda v: f"{v} ({counts[v]})",
+                            **ui.kept(f"{prefix}_verdicts", list(VERDICTS), list(VERDICTS)),
+                            help="cnnlib's triage rule: out of distribution, else label error, else ambiguous, "
+                                 "else model error (README, cnnlib triage).")
+    return {"records": records, "chosen": list(chosen)}
+
+
+def keep_verdicts(res: dict, verdicts: dict | None, limit: int) -> dict:
+    """query_misclassified's result (run without a limit) cut to the chosen verdicts, then to `limit`."""
+    if verdicts is None:
+        return res
+    records, chosen = verdicts["records"], set(verdicts["chosen"])
+    keep = np.array([records.get(int(i), {}).get("verdict") in chosen for i in res["indices"]], bool)
+    pos = np.flatnonzero(keep)[:max(int(limit), 0)]
+    out = {k: ([v[j] for j in pos] if isinstance(v, list) else v[pos]) if isinstance(v, (list, np.ndarray))
+           else v for k, v in res.items()}
+    out["count"] = int(keep.sum())
+    return out
+
+
+def with_verdicts(rows: list[dict], verdicts: dict | None, classes: list[str]) -> list[dict]:
+    """The table's rows with each image's verdict, its confidence and its evidence line."""
+    if verdicts is None:
+        return rows
+    recs = verdicts["records"]
+    out = []
+    for row in rows:
+        r = recs.get(row["index"])
+        out.append(row if r is None else {**row, "verdict": r["verdict"], "verdict confidence": r["confidence"],
+                                          "evidence": evidence_line(r, classes)})
+    return out
+
+
+# ----------------------------------------------------------------------------- the most influential training images
+
+def _influence_on(key: str, token: str) -> None:
+    st.session_state[f"{key}_on"] = token
+
+
+def influence_strip(ctx: Ctx, pick, key: str = "influence", size: int = 80) -> dict | None:
+    """On request (a button: the first call reads every training image through the network), TracIn's most
+    influential training images for the prediction: proponents (they pushed towards it) and opponents."""
+    with st.container(key=key):
+        if st.session_state.get(f"{key}_on") != pick.key:
+            st.button("Most influential training images", key=f"{key}_btn", icon=":material/model_training:",
+                      on_click=_influence_on, args=(key, pick.key),
+                      help="TracIn on the final layer: the training images whose gradient most agrees (proponents) "
+                           "or disagrees (opponents) with this image's. The first time, every training image is "
+                           "read through the network.")
+            return None
+        try:
+            res = diagnose.influence(ctx, pick)
+        except CNNLibError as e:
+            st.info(ui.capitalised(ui.one_sentence(str(e))), icon=":material/info:")
+            return None
+        if res is None:
+            return None
+        classes = ctx.classes
+        target = classes[int(res["label"])]
+        for which, what in (("proponents", f"pushed towards **{target}**"),
+                            ("opponents", f"pushed against **{target}**")):
+            part = res[which]
+            st.markdown(f"**Most influential training images, {which}** ({what}; TracIn score):")
+            st.image([pictures.enlarge(im, size) for im in part["images"]], width=size,
+                     caption=[f"{classes[int(c)]} · {s:.2g}" for c, s in zip(part["labels"], part["scores"])])
+        st.caption("An opponent with the predicted look but another label, or a proponent labelled as predicted "
+                   "that looks like the true class, points at the training data rather than the network.")
+    return res

@@ -32,9 +32,11 @@ with ui.guard("filtering the errors"):
                     format_func=lambda s: {"confidence": "confidence (most sure first)",
                                            "loss": "loss (hardest first)"}[s])
     limit = int(c4.number_input("Show", 6, 240, step=6, **ui.kept("err_limit", 24)))
+    verdicts = gallery.verdict_filter(ctx, preds, pixels, prefix="err")   # None until "Find out why"
     res = compute.query_misclassified(preds, true_class=None if t_name == "any class" else classes.index(t_name),
                                       pred_class=None if p_name == "any class" else classes.index(p_name),
-                                      sort=sort, limit=limit)
+                                      sort=sort, limit=None if verdicts else limit)
+    res = gallery.keep_verdicts(res, verdicts, limit)
     wrong = int((preds["preds"] != preds["targets"]).sum())
     st.markdown(f"**{res['count']}** misclassified images match (of {wrong} errors in {rep['n']} test images); "
                 f"showing {len(res['indices'])}.")
@@ -42,10 +44,11 @@ with ui.guard("filtering the errors"):
              "loss": round(float(lo), 4), "top-3": " · ".join(f"{classes[k]} {ui.pct(v)}" for k, v in top)}
             for i, t, p, c, lo, top in zip(res["indices"], res["targets"], res["preds"], res["confidence"],
                                            res["losses"], res["top3"])]
+    rows = gallery.with_verdicts(rows, verdicts, classes)
 
 with ui.guard("drawing the gallery"):
     if x is not None and len(res["indices"]):
-        gallery.show(ctx, preds, pixels, res["indices"], prefix="err")
+        gallery.show(ctx, preds, pixels, res["indices"], prefix="err", verdicts=verdicts)
     if rows:
         with st.expander("The same list as a table", expanded=x is None):
             st.dataframe(rows, hide_index=True, width="stretch", key="err_table")
