@@ -180,3 +180,52 @@ def test_embeddings_colours_neighbouring_classes_apart_without_a_300_entry_legen
     widget(at, "emb_classes").set_value(CLASSES[:3]).run()    # few classes picked: a legend again
     ok(at)
     assert legend_entries(chart(at, "emb_chart")) == 3
+
+
+def test_two_models_draws_the_largest_differences_and_tables_the_rest():
+    at = open_app()
+    at.switch_page("views/compare.py").run()
+    ok(at)
+    bars = chart(at, "cmp_per_class")["data"][0]
+    table = next(d.value for d in at.dataframe if "B − A (points)" in d.value.columns)
+    assert len(arr(bars["y"])) == 30 and len(table) == K
+    assert min(abs(arr(bars["y"]))) >= np.sort(abs(table["B − A (points)"].to_numpy()))[-30] - 1e-6
+    widget(at, "cmp_find").set_value("koala").run()
+    ok(at)
+    table = next(d.value for d in at.dataframe if "B − A (points)" in d.value.columns)
+    assert len(table) == sum("koala" in c for c in CLASSES) and all("koala" in c for c in table["class"])
+    a, b = (_stored(f"{n}.pt") for n in "ab")
+    only_a = (a["preds"] == a["targets"]) & (b["preds"] != b["targets"])        # A right, B wrong: the default
+    k = int(np.bincount(a["targets"][only_a]).argmax())
+    widget(at, "cmp_classes").set_value([CLASSES[k]]).run()
+    ok(at)
+    assert at.text_input(key="cmp_tag_name").label == f"Tag these {int((only_a & (a['targets'] == k)).sum())} images as"
+
+
+def _stored(name: str) -> dict:
+    from cnnlib.diagnose.evaluate import stored_predictions
+    from cnnlib.inference import load_model
+    return stored_predictions(load_model(os.path.join(os.environ["CNNLENS_CHECKPOINTS"], name)).meta)
+
+
+def test_label_issues_and_selections_filter_by_class():
+    at = open_app()
+    at.switch_page("views/label_issues.py").run()
+    ok(at)
+    widget(at, "li_list").set_value("all").run()
+    name = CLASSES[7]
+    widget(at, "li_classes").set_value([name]).run()
+    ok(at)
+    table = next(d.value for d in at.dataframe if "suggested label" in d.value.columns)
+    assert len(table) == PER_CLASS and set(table["given label"]) == {name}
+    at.text_input(key="li_tag_name").set_value("every label").run()
+    widget(at, "li_classes").set_value([]).run()
+    at.button(key="li_tag").click().run()
+    ok(at)
+    at.switch_page("views/selections.py").run()
+    ok(at)
+    widget(at, "sel_classes_0").set_value([name]).run()
+    ok(at)
+    rows = next(d.value for d in at.dataframe if "prediction" in d.value.columns)
+    assert len(rows) and all(name in (r["label"], r["prediction"]) for _, r in rows.iterrows())
+    assert f"of {K * PER_CLASS:,} rows have one of these classes" in texts(at)

@@ -21,6 +21,7 @@ ctx = frame.begin(
     "accuracy difference per class, and the images one model gets right and the other wrong, with what each "
     "model looked at.")
 
+BARS = 30                    # the most per-class bars drawn; above, the largest differences and a table
 c = None
 with ui.guard("choosing the second checkpoint"):
     current = ui.value("side_ckpt")
@@ -75,6 +76,8 @@ with ui.guard("drawing the comparison"):
                     f"statistic {mc['statistic']:.3g}, p {pv} — {verdict}.")
     with right:
         per = c["per_class"]
+        if len(per) > BARS:          # hundreds of bars are unreadable: the largest differences, the rest below
+            per = sorted(per, key=lambda r: -abs(r["diff"]))[:BARS]
         bars = go.Figure(go.Bar(x=[r["class"] for r in per], y=[100 * r["diff"] for r in per],
                                 marker_color=["#2ca02c" if r["diff"] >= 0 else "#d62728" for r in per],
                                 customdata=[[r["acc_a"], r["acc_b"], r["support"]] for r in per],
@@ -84,6 +87,18 @@ with ui.guard("drawing the comparison"):
         bars.update_layout(height=300, margin=dict(t=30, b=10), title="Per-class accuracy, B minus A",
                            yaxis_title="points", xaxis_tickangle=-45 if len(per) > 6 else 0)
         ui.show_chart(bars, key="cmp_per_class", filename="per-class-difference")
+        if len(c["per_class"]) > BARS:
+            st.caption(f"The {BARS} classes whose accuracy differs most, of {len(c['per_class']):,}; every class is "
+                       "in the table below.")
+    if len(c["per_class"]) > BARS:
+        find = st.text_input("Find a class", placeholder="part of a class name", key="cmp_find",
+                             help="Filters the per-class table; click a column header to sort it.")
+        rows = [{"class": r["class"], "A": 100 * r["acc_a"], "B": 100 * r["acc_b"], "B − A (points)": 100 * r["diff"],
+                 "images": r["support"]} for r in c["per_class"]
+                if find.strip().lower() in r["class"].lower()]
+        st.dataframe(rows, hide_index=True, width="stretch", height=260, key="cmp_per_class_table",
+                     column_config={k: st.column_config.NumberColumn(format="%.1f%%") for k in ("A", "B")}
+                     | {"B − A (points)": st.column_config.NumberColumn(format="%+.1f")})
 
 with ui.guard("showing the images they disagree on"):
     st.subheader("Where they disagree")
@@ -96,6 +111,12 @@ with ui.guard("showing the images they disagree on"):
                           **ui.kept("cmp_method", "gradcam", list(methods)))
     limit = int(d3.number_input("Show", 1, 48, **ui.kept("cmp_limit", 6)))
     chosen = np.asarray(c[side], np.int64)
+    if len(classes) > BARS:          # many classes: narrow the images down by their true class (type to search)
+        y_all = np.asarray(pa["targets"])
+        present = [classes[k] for k in np.unique(y_all[chosen])] if len(chosen) else []
+        only = st.multiselect("True class", present, placeholder="any class", **ui.kept("cmp_classes", [], present))
+        if only:
+            chosen = chosen[np.isin(y_all[chosen], [classes.index(n) for n in only])]
     if pixels is None:
         testdata.test_pixels(ctx, why="Showing the images")
     elif not len(chosen):

@@ -42,7 +42,11 @@ with ui.guard("ranking the labels"):
                      format_func={"flagged": f"the {m} flagged by confident learning",
                                   "all": "every image, lowest score first"}.get)
     limit = int(c3.number_input("Show", 6, 240, step=6, **ui.kept("li_limit", 24)))
-    order = issues["indices"] if which == "flagged" else issues["ranking"]
+    order = np.asarray(issues["indices"] if which == "flagged" else issues["ranking"], np.int64)
+    if len(classes) > 30:             # many classes: narrow the list to some given labels (type to search)
+        only = st.multiselect("Given label", classes, placeholder="any class", **ui.kept("li_classes", [], classes))
+        if only:
+            order = order[np.isin(np.asarray(preds["targets"])[order], [classes.index(n) for n in only])]
     shown = np.asarray(order[:limit], np.int64)
     acc = issues["accuracy"]
     if issues["estimated_wrong"] is not None:

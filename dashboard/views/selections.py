@@ -25,6 +25,12 @@ with ui.guard("listing the selections"):
     for k, (name, s) in enumerate(list(sets.items())):
         with st.expander(f"**{name}** — {s['count']:,} images ({s['kind']}, {s['checkpoint']})", expanded=k == 0):
             rows = selections.rows(s["csv"])
+            labels = sorted({r["label"] for r in rows} | {r["prediction"] for r in rows})
+            if len(labels) > 10:         # many classes: narrow the preview by class (type to search)
+                only = st.multiselect("Label or prediction", labels, placeholder="any class", key=f"sel_classes_{k}")
+                if only:
+                    rows = [r for r in rows if r["label"] in only or r["prediction"] in only]
+                    st.caption(f"{len(rows):,} of {s['count']:,} rows have one of these classes.")
             st.dataframe(rows[:200], hide_index=True, width="stretch", key=f"sel_rows_{k}")
             if len(rows) > 200:
                 st.caption(f"The first 200 of {len(rows):,} rows; the CSV has them all.")
