@@ -34,7 +34,7 @@ def f32(o) -> np.ndarray:
 def png_pixels(b64: str) -> np.ndarray:
     import io
     from PIL import Image
-    im = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+    im = np.array(Image.open(io.BytesIO(base64.b64decode(b64))))
     return im[None] if im.ndim == 2 else im.transpose(2, 0, 1)
 
 

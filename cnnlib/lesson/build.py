@@ -82,6 +82,11 @@ def build_lesson(ckpt_path, out, images: int = 5, title: str | None = None, sing
 
     if int(images) < 1:
         raise CNNLibError(f"--images must be at least 1, not {images}")
+    folder = Path(out).parent if Path(out).suffix.lower() in (".html", ".htm") else Path(out)
+    try:                      # a place it cannot write is said before minutes of building, not after
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CNNLibError(f"cannot write the lesson to {out}: {e.strerror or e}") from None
     loaded = hasattr(ckpt_path, "meta") and callable(getattr(ckpt_path, "named_modules", None))
     model = ckpt_path if loaded else load_model(ckpt_path, "cpu")
     with tempfile.TemporaryDirectory() as tmp:
