@@ -258,6 +258,12 @@ def test_click_a_unit_guess_before_reveal_and_print_a_worksheet(browser, lessons
         assert page.locator("#view-unit").is_visible()
         assert page.locator("#unit h2").text_content().startswith("conv1, channel 0, row 0, col 0")
         assert page.locator("#unit .check").count() >= 3                 # conv, BatchNorm, ReLU (and pool) checked
+        page.click("#tabs button[data-id='confusion']")
+        payload = page.evaluate("window.cnnlens.payload")
+        key, ids = next(iter(payload["confusion"]["cells"].items()))
+        a, b = map(int, key.split(","))
+        page.locator("table.cm tr").nth(a + 1).locator("td").nth(b).click()      # the cell opens its images
+        assert page.locator("#cell-images img").count() == len(ids) > 0
         page.click("#tabs button[data-id='exercises']")
         page.wait_for_selector("#exercises[data-done]", state="attached", timeout=60_000)
         card = page.locator(".exercise[data-kind='class']").first
