@@ -55,15 +55,16 @@ def show(ctx: Ctx, preds: dict, pixels, indices, prefix: str, key: str | None = 
                 top = probs.argsort()[::-1][:3]
                 with col.container(key=f"{prefix}_cell_{i}"):
                     st.image(pictures.enlarge(x[i], 128), caption=f"#{i}", width="stretch")
-                    with st.container(height=236 if records else 124, border=False):   # buttons align
+                    with st.container(height=124, border=False):       # same height in every cell: buttons align
                         verdict = f"**{classes[p]}** ✗ (true: {classes[t]})" if p != t else f"**{classes[p]}** ✓"
                         st.markdown(verdict + "  \n" + " · ".join(f"{classes[k]} {ui.pct(probs[k])}" for k in top)
                                     + f"  \nloss {_loss(preds, i):.2f}")
-                        if i in records:
-                            r = records[i]
-                            st.markdown(f":{COLOURS[r['verdict']]}-badge[{r['verdict']}] {r['confidence']:.0%}",
-                                        help=f"The rule's line that decided: {r['evidence']['rule']}.")
-                            st.caption(evidence_line(r, classes))
+                    if records:
+                        with st.container(height=104, border=False, gap="xsmall"):   # the verdict, same height too
+                            r = records.get(i)
+                            if r is not None:
+                                st.markdown(f":{COLOURS[r['verdict']]}-badge[{r['verdict']}] {r['confidence']:.0%}")
+                                st.caption(evidence_line(r, classes, short=True))
                     st.button("Explain", key=f"{prefix}_btn_{i}", on_click=_explain, args=(prefix, i),
                               width="stretch", type="primary" if i == chosen else "secondary")
             if chosen in shown[start:start + ncols]:          # the explanation right under the pressed image's row
@@ -153,23 +154,26 @@ def neighbours_strip(ctx: Ctx, pick, k: int = diagnose.NEIGHBOURS_K, key: str = 
 COLOURS = {"label error": "orange", "ambiguous": "blue", "out of distribution": "violet", "model error": "red"}
 
 
-def evidence_line(r: dict, classes: list[str]) -> str:
-    """One line of a triage record's evidence, the signals its verdict rests on."""
+def evidence_line(r: dict, classes: list[str], short: bool = False) -> str:
+    """One line of a triage record's evidence, the signals its verdict rests on (short: for a gallery cell)."""
     ev, nb = r["evidence"], r["evidence"]["neighbors"]
     k, pred, true = nb["k"], classes[r["predicted"]], classes[r["label"]]
+    near = "nearest are" if short else "nearest training images are"
     agree = lambda share: int(round(share * k))  # noqa: E731
     if r["verdict"] == "label error":
-        return (f"label quality {ev['label_quality']:.2f}; {agree(nb['agree_predicted'])} of {k} nearest training "
-                f"images are {pred} (the prediction)")
+        return (f"label quality {ev['label_quality']:.2f}; {agree(nb['agree_predicted'])} of {k} {near} {pred}"
+                + ("" if short else " (the prediction)"))
     if r["verdict"] == "ambiguous":
         (a, pa), (b, pb) = ev["top2"]
-        return (f"{classes[a]} {ui.pct(pa)} vs {classes[b]} {ui.pct(pb)}; the {k} nearest training images are "
-                f"split (largest share {nb['largest_share']:.0%})")
+        return (f"{classes[a]} {ui.pct(pa)} vs {classes[b]} {ui.pct(pb)}; "
+                + ("nearest split" if short else f"the {k} nearest training images are split (largest share "
+                                                 f"{nb['largest_share']:.0%})"))
     if r["verdict"] == "out of distribution":
-        return (f"farther from the training images than {ev['distance_percentile']:.0%} of the test images; "
+        return (f"farther from training than {ev['distance_percentile']:.0%} of test images" if short else
+                f"farther from the training images than {ev['distance_percentile']:.0%} of the test images; "
                 f"less confident than {1 - ev['confidence_percentile']:.0%}")
-    return (f"label quality {ev['label_quality']:.2f}; {agree(nb['agree_given'])} of {k} nearest training images "
-            f"are {true} (the label)")
+    return (f"label quality {ev['label_quality']:.2f}; {agree(nb['agree_given'])} of {k} {near} {true}"
+            + ("" if short else " (the label)"))
 
 
 def _triage_on(prefix: str, token: str) -> None:
@@ -224,7 +228,7 @@ def with_verdicts(rows: list[dict], verdicts: dict | None, classes: list[str]) -
     for row in rows:
         r = recs.get(row["index"])
         out.append(row if r is None else {**row, "verdict": r["verdict"], "verdict confidence": r["confidence"],
-                                          "evidence": evidence_line(r, classes)})
+                                          "evidence": evidence_line(r, classes), "rule": r["evidence"]["rule"]})
     return out
 
 

@@ -85,5 +85,15 @@ def corrupted(data_key: str, index: int, name: str, severity: int, _x) -> np.nda
     return np.asarray(out).reshape(img.shape).transpose(2, 0, 1)
 
 
-def data_key(ctx: Ctx) -> str:
-    return testdata.pixels_key(ctx)
+def flip_pairs(ctx: Ctx, pixels, flips: list[dict], n: int = 8, size: int = 96) -> tuple[list, list[str]]:
+    """The first n flipping images, each clean beside its corrupted self at the severity where it turns wrong
+    (one picture per image, so a pair never breaks across rows), and their captions."""
+    import pictures
+    x, y = pixels
+    ims, caps = [], []
+    for f in flips[:n]:
+        i = int(f["index"])
+        bad = corrupted(testdata.pixels_key(ctx), i, f["corruption"], f["severity"], x)
+        ims.append(pictures.side_by_side([pictures.enlarge(x[i], size), pictures.enlarge(bad, size)]))
+        caps.append(f"#{i} {ctx.classes[int(y[i])]} · {f['corruption'].replace('_', ' ')} {f['severity']}")
+    return ims, caps

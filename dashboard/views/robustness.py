@@ -92,11 +92,7 @@ with ui.guard("drawing the images that flip first"):
         st.caption("No image that is right when clean turns wrong under the chosen corruptions.")
     else:
         st.caption(f"{len(flips)} of the {right} sampled images the model gets right flip under some corruption; "
-                   "the first 8, each clean and then at the severity where it first turns wrong:")
-        x = pixels[0]
-        ims, caps = [], []
-        for f in flips[:8]:
-            i = int(f["index"])
-            ims += [x[i], robust.corrupted(robust.data_key(ctx), i, f["corruption"], f["severity"], x)]
-            caps += [f"#{i} {classes[int(pixels[1][i])]}", f"{f['corruption'].replace('_', ' ')} {f['severity']}"]
-        ui.image_grid(np.stack(ims), caps, ncols=8, size=96, key="rob_flips")
+                   "the first 8, each clean (left) and at the severity where it first turns wrong (right):")
+        ims, caps = robust.flip_pairs(ctx, pixels, flips)
+        with st.container(key="rob_flips"):
+            st.image(ims, caption=caps, width=2 * 96 + 4)
