@@ -89,9 +89,10 @@ def cells_figure(cm: np.ndarray, cmn: np.ndarray, classes: list[str], rows: np.n
     """Single-class cells: rows `rows` (true classes) by columns `cols` (predicted), at most SIDE x SIDE.
     Click targets carry [count, row share, true index, predicted index, 0]."""
     rows, cols = np.asarray(rows), np.asarray(cols)
-    sub = (cmn if normalized else cm)[np.ix_(rows, cols)].astype(float)
+    sub = (cmn if normalized else cm)[np.ix_(rows, cols)]
     counts, shares = cm[np.ix_(rows, cols)], cmn[np.ix_(rows, cols)]
     if mistakes_only:
+        sub = sub.astype(float)
         sub[rows[:, None] == cols[None, :]] = np.nan           # the correct answers left out: mistakes stand out
     n_r, n_c = len(rows), len(cols)
     few = n_r <= 20 and n_c <= 20
