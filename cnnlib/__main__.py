@@ -23,6 +23,7 @@ commands:
   calibrate fit temperature scaling, store T in the checkpoint     (python -m cnnlib calibrate --help)
   robustness accuracy under 15 common corruptions x 5 severities   (python -m cnnlib robustness --help)
   report    one self-contained HTML report of a checkpoint         (python -m cnnlib report --help)
+  slices    groups of similar test images the model gets wrong     (python -m cnnlib slices --help)
 """
 
 
@@ -192,44 +193,37 @@ def with_import_hint(argv, run) -> int:
         raise
 
 
+# command -> (module, function, whether a weights file given as CKPT gets the `cnnlib import` hint)
+COMMANDS = {
+    "train": ("cnnlib.training.train", "main", False),
+    "predict": ("cnnlib.__main__", "predict_main", True),
+    "evaluate": ("cnnlib.diagnose.evaluate", "evaluate_main", False),
+    "import": ("cnnlib.__main__", "import_main", False),
+    "export": ("cnnlib.__main__", "export_main", False),
+    "dashboard": ("cnnlib.__main__", "dashboard_main", False),
+    "lesson": ("cnnlib.lesson.build", "lesson_main", True),
+    "triage": ("cnnlib.diagnose.triage", "triage_main", True),
+    "slices": ("cnnlib.diagnose.slices", "slices_main", True),
+    "calibrate": ("cnnlib.diagnose.calibration", "calibrate_main", True),
+    "robustness": ("cnnlib.diagnose.robustness", "robustness_main", True),
+    "report": ("cnnlib.diagnose.report", "report_main", True),
+}
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    try:
-        if command == "train":
-            from cnnlib.training.train import main as train_main
-            return train_main(rest)
-        if command == "predict":
-            return with_import_hint(rest, predict_main)
-        if command == "evaluate":
-            from cnnlib.diagnose.evaluate import evaluate_main
-            return evaluate_main(rest)
-        if command == "import":
-            return import_main(rest)
-        if command == "export":
-            return export_main(rest)
-        if command == "dashboard":
-            return dashboard_main(rest)
-        if command == "lesson":
-            from cnnlib.lesson.build import lesson_main
-            return with_import_hint(rest, lesson_main)
-        if command == "robustness":
-            from cnnlib.diagnose.robustness import robustness_main
-            return with_import_hint(rest, robustness_main)
-        if command == "calibrate":
-            from cnnlib.diagnose.calibration import calibrate_main
-            return with_import_hint(rest, calibrate_main)
-        if command == "report":
-            from cnnlib.diagnose.report import report_main
-            return with_import_hint(rest, report_main)
-        if command == "triage":
-            from cnnlib.diagnose.triage import triage_main
-            return with_import_hint(rest, triage_main)
+    if command not in COMMANDS:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
+    import importlib
+    module, name, hint = COMMANDS[command]
+    try:
+        run = getattr(sys.modules[__name__] if module == "cnnlib.__main__" else importlib.import_module(module), name)
+        return with_import_hint(rest, run) if hint else run(rest)
     except CNNLibError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

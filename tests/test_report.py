@@ -21,7 +21,7 @@ from cnnlib.__main__ import main
 from cnnlib.io.checkpoint import load_checkpoint, save_checkpoint
 from cnnlib.io import webpage
 
-SECTIONS = ["summary", "curves", "confusion", "per-class", "calibration", "errors", "labels", "robustness"]
+SECTIONS = ["summary", "curves", "confusion", "per-class", "calibration", "errors", "labels", "slices", "robustness"]
 EVIL = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>"]
 EVIL_FILE = "<i onmouseover=alert(1)>"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "report"
@@ -134,6 +134,8 @@ def test_report_with_data_has_every_section_and_is_self_contained(with_data):
     assert "<table" in section_html(with_data, "confusion") and "<img" in section_html(with_data, "curves")
     assert "best epoch" in section_html(with_data, "curves")
     assert "ECE" in section_html(with_data, "calibration")
+    slices = section_html(with_data, "slices")                   # a table of slices, or the sentence that there are none
+    assert ("ranked by size times excess error" in slices and "<table" in slices) or "No group of similar" in slices
     assert "top-" in section_html(with_data, "per-class")
     robust = section_html(with_data, "robustness")               # the one cached result, found by its key
     assert "Accuracy on 8 test images" in robust and "pixelate" in robust and "<th>s3</th>" in robust

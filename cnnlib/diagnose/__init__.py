@@ -12,10 +12,13 @@ contradicts, the training images nearest a prediction, maps of feature space, an
     robustness  corrupt, robustness, robustness_for_checkpoint, format_table, robustness_main (`cnnlib robustness`:
                 accuracy under CIFAR-10-C's 15 corruptions x 5 severities, cached per checkpoint)
     triage      Rule, triage, triage_for_checkpoint, to_json, format_table, triage_main (`cnnlib triage`): a verdict
-                (label error, ambiguous, out of distribution, model error) and its evidence per mistake
+                (label error, ambiguous, out of distribution, model error) and its evidence per mistake;
+                folder_test_files, cached_test_predictions (the test split's files and predictions, cached)
+    slices      SliceConfig, find_slices, slices_for_checkpoint, format_slices, slices_main (`cnnlib slices`):
+                groups of similar test images the model gets wrong far more often, worst first
     report      build_report, write_report, report_main (`cnnlib report`: one self-contained HTML file), ERRORS
     report_sections  the report's HTML sections: CSS, section, absent, summary_card, curves, confusion, per_class,
-                calibration_section, errors_section, label_section, robustness_section, pct
+                calibration_section, errors_section, label_section, slices_section, robustness_section, pct
 
 A new diagnosis goes here, beside the signals it reads; tests: tests/test_evaluate.py, tests/test_labels.py,
 tests/test_neighbors.py, tests/test_projection.py, tests/test_compare.py, tests/test_triage.py,

@@ -82,7 +82,7 @@ def compare_checkpoints(meta_a: dict, meta_b: dict) -> dict:
 # -----------------------------------------------------------------------------
 # selections
 
-def split_paths(meta: dict, split: str = "test", data: str | None = None) -> list[str] | None:
+def split_paths(meta: dict, split: str = "test", data: str | None = None, root: str | None = None) -> list[str] | None:
     """Image files of a checkpoint's split, in load_checkpoint_split's order; None for named datasets.
 
     Follows cnnlib.data.datasets: test/ when the folder has one, else the test split carved from train/ with the
@@ -91,7 +91,7 @@ def split_paths(meta: dict, split: str = "test", data: str | None = None) -> lis
     from cnnlib.data.spec import checkpoint_data_spec, folder_split
     if split not in SPLITS:
         raise CNNLibError(f"unknown split {split!r}; use train, val or test")
-    spec = checkpoint_data_spec(meta, data or "")
+    spec = checkpoint_data_spec(meta, data or "", root)
     if spec.source in NAMED:
         return None
     return [path for path, _ in folder_split(spec, split) or []]

@@ -70,6 +70,27 @@ def _triage(model, data, root) -> tuple[dict, str | None]:
         return {}, f"Triage verdicts are left out: {why.rstrip('.')}."
 
 
+def _slices(model, data, root, x, verdicts: dict) -> tuple[list[dict] | None, str | None]:
+    """The five worst failure slices (cnnlib.diagnose.slices) with thumbnails of their typical images."""
+    try:
+        from cnnlib.diagnose.slices import find_slices
+        from cnnlib.diagnose.neighbors import index_for_checkpoint
+        from cnnlib.diagnose.evaluate import stored_predictions
+        from cnnlib.diagnose.triage import cached_test_predictions
+        index = index_for_checkpoint(model, "test", data, root)
+        preds = stored_predictions(model.meta) if data is None else None
+        if preds is None or not np.array_equal(preds["targets"], np.asarray(index.labels)):
+            preds = cached_test_predictions(model, x, index.labels, root, data, None)
+        found = find_slices(index.features, preds["targets"], preds["preds"], top=5,
+                            verdicts=list(verdicts.values()))
+    except Exception as e:  # noqa: BLE001 - an optional section: one sentence, the rest renders
+        why = str(e) if isinstance(e, CNNLibError) else f"{type(e).__name__}: {str(e)[:160]}"
+        return None, f"Failure slices are left out: {why.rstrip('.')}."
+    for s in found:
+        s["images"] = [_picture(x[i], 48) for i in s["typical"][:6]]
+    return found, None
+
+
 def _cached_robustness(model, meta, data, root, x, y) -> tuple[dict | None, str | None]:
     """The largest cached `cnnlib robustness` result for exactly this model and these test images."""
     if x is None:
@@ -226,6 +247,13 @@ def build_report(model, data: str | None = None, root: str | None = None, errors
             counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
         parts.append(rs.errors_section(cards, n_wrong, mlabel, why_err, triage_note, counts))
         parts.append(rs.label_section(*_labels(preds, classes, x, paths)))
+        if x is None or not triage:
+            why_slices = ("Failure slices need the test images, which are not on disk." if x is None else
+                          "Failure slices are left out with triage (--no-triage): both need every test image's "
+                          "features.")
+            parts.append(rs.slices_section(None, why_slices, classes))
+        else:
+            parts.append(rs.slices_section(*_slices(model, data, root, x, verdicts), classes))
     else:
         for sid, title in (("confusion", "Confusion matrix"), ("per-class", "Per-class precision, recall and F1"),
                            ("calibration", "Calibration"), ("errors", "Top errors (most confident wrong)"),
@@ -236,7 +264,8 @@ def build_report(model, data: str | None = None, root: str | None = None, errors
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     nav = " ".join(f'<a href="#{sid}">{t}</a>' for sid, t in (
         ("summary", "Summary"), ("curves", "Curves"), ("confusion", "Confusion"), ("per-class", "Per class"),
-        ("calibration", "Calibration"), ("errors", "Errors"), ("labels", "Labels"), ("robustness", "Robustness")))
+        ("calibration", "Calibration"), ("errors", "Errors"), ("labels", "Labels"), ("slices", "Slices"),
+        ("robustness", "Robustness")))
     head = (f"<header><h1>CNN Lens report: {esc(name)}</h1><p class=\"sub\">{esc(card['model'])} on "
             f"{esc(card['dataset'])}, {len(classes)} classes; written {when} by <code>python -m cnnlib report"
             f"</code>. Everything is inside this file.</p><nav>{nav}</nav></header>")

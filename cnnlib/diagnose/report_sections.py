@@ -11,7 +11,7 @@ import numpy as np
 from cnnlib.io.webpage import esc, figure_data_url, img
 
 __all__ = ["CSS", "section", "absent", "summary_card", "curves", "confusion", "per_class", "calibration_section",
-           "errors_section", "label_section", "robustness_section", "pct"]
+           "errors_section", "label_section", "slices_section", "robustness_section", "pct"]
 
 MATRIX_MAX = 30          # classes up to which the whole confusion matrix is drawn
 
@@ -236,6 +236,31 @@ def label_section(info: dict | None, why: str | None, rows: list[dict]) -> str:
         body += ('<table><tr><th>index</th><th>image</th><th class="l">given label</th><th class="l">model says'
                  f'</th><th>label quality</th><th class="l">file</th></tr>{trs}</table>')
     return section("labels", title, body)
+
+
+def slices_section(found: list[dict] | None, why: str | None, classes: list[str]) -> str:
+    """Failure slices: groups of similar test images the model gets wrong far more often, worst first."""
+    title = "Failure slices"
+    if found is None:
+        return section("slices", title, absent(why or "Failure slices could not be computed."))
+    if not found:
+        return section("slices", title, "<p>No group of similar test images is wrong significantly more often than "
+                                        "the model as a whole (binomial test, 1% family-wise).</p>")
+
+    def mix(pairs):
+        return ", ".join(f"{esc(classes[i] if i < len(classes) else i)} {n}" for i, n in pairs[:3])
+    rows = "".join(
+        f"<tr><td>{s['rank']}</td><td>{s['size']}</td><td>{pct(s['error_rate'], 0)}</td>"
+        f"<td>+{pct(s['excess'], 0)}</td><td class=\"l\">{mix(s['classes'])}</td><td class=\"l\">{mix(s['predicted'])}"
+        f"</td><td class=\"l\">{esc(', '.join(f'{k} {v}' for k, v in (s.get('verdicts') or {}).items()))}</td>"
+        f"<td class=\"l\">{''.join(img(a, 'typical image', 40) for a in s.get('images', []))}</td></tr>"
+        for s in found)
+    body = ("<p>Groups of test images that look alike to the network (k-means on its features within each class) "
+            "and that it gets wrong far more often than overall, ranked by size times excess error.</p>"
+            '<table><tr><th>rank</th><th>images</th><th>wrong</th><th>excess</th><th class="l">classes</th>'
+            '<th class="l">predicted</th><th class="l">verdicts</th><th class="l">typical images</th></tr>'
+            f"{rows}</table>")
+    return section("slices", title, body)
 
 
 def robustness_section(res: dict | None, why: str | None) -> str:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 
@@ -51,7 +50,8 @@ import numpy as np
 
 from cnnlib.errors import CNNLibError
 
-__all__ = ["Rule", "VERDICTS", "triage", "triage_for_checkpoint", "to_json", "format_table", "triage_main"]
+__all__ = ["Rule", "VERDICTS", "triage", "triage_for_checkpoint", "to_json", "format_table", "triage_main",
+           "folder_test_files", "cached_test_predictions"]
 
 VERDICTS = ("label error", "ambiguous", "out of distribution", "model error")
 
@@ -200,7 +200,7 @@ def triage_for_checkpoint(model, data: str | None = None, root: str | None = Non
         preds = stored
     else:
         x, y = load_checkpoint_split(meta, "test", data, root)      # other images may have the same labels:
-        preds = _predictions(model, x, y, root, data, bar("test predictions"))   # never the stored predictions
+        preds = cached_test_predictions(model, x, y, root, data, bar("test predictions"))   # never the stored ones
     try:
         train_index = index_for_checkpoint(model, "train", data, root, progress=bar("training features"))
     except CNNLibError:
@@ -209,21 +209,19 @@ def triage_for_checkpoint(model, data: str | None = None, root: str | None = Non
         train_index = index_for_checkpoint(model, "train", None, root, progress=bar("training features"))
     records = triage(meta, preds["probs"], preds["targets"], test_index.features, train_index.features,
                      train_index.labels, rule, preds=preds["preds"])
-    paths = _paths(meta, data, root)
+    paths = folder_test_files(meta, data, root)
     paths = paths if paths is not None and len(paths) == len(preds["targets"]) else None
     return {"records": records, "paths": paths, "classes": list(meta.get("classes") or []),
             "source": preds["source"], "rule": asdict(rule or Rule())}
 
 
-def _paths(meta: dict, data: str | None, root: str | None) -> list[str] | None:
+def folder_test_files(meta: dict, data: str | None = None, root: str | None = None) -> list[str] | None:
     """The test split's image files, in order, when the data is a folder; else None."""
-    from cnnlib.data.spec import checkpoint_data_spec, folder_split
-    spec = checkpoint_data_spec(meta, data or "", root)
-    samples = folder_split(spec, "test") if os.path.isabs(spec.source) else None
-    return None if samples is None else [f for f, _ in samples]
+    from cnnlib.diagnose.compare import split_paths
+    return split_paths(meta, "test", data, root)
 
 
-def _predictions(model, x, y, root: str | None, data: str | None, progress: str | None) -> dict:
+def cached_test_predictions(model, x, y, root: str | None, data: str | None, progress: str | None) -> dict:
     """run_split on the test images, cached beside the feature indexes under (model, data spec, file list)."""
     from cnnlib.data.cache import cache_dir
     from cnnlib.data.spec import checkpoint_data_spec
@@ -231,7 +229,7 @@ def _predictions(model, x, y, root: str | None, data: str | None, progress: str 
     from cnnlib.diagnose.neighbors import _safe, model_key, read_entry, write_entry
     meta = getattr(model, "meta", None) or {}
     spec = checkpoint_data_spec(meta, data or "", root)
-    files = hashlib.sha1(json.dumps(_paths(meta, data, root)).encode()).hexdigest()[:16]
+    files = hashlib.sha1(json.dumps(folder_test_files(meta, data, root)).encode()).hexdigest()[:16]
     key = f"{spec.key()}-test-{files}"
     expect = {"kind": "predictions", "model": model_key(model), "data": key, "n": len(y)}
     folder, name = cache_dir(spec.root), f"predictions-{expect['model']}-{_safe(key)}"
