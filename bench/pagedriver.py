@@ -174,3 +174,19 @@ def screenshot(page, path: Path, full: bool = False) -> None:
     page.screenshot(path=str(path))
     if full:
         page.set_viewport_size(VIEWPORT)
+
+
+def box_select(page, chart_key: str) -> None:
+    """Box-select most of a Plotly chart (the `st-key-<chart_key>` container), as a user drags with the
+    toolbar's box tool: from 3 px inside its top-left corner to 3 px inside its bottom-right (or the window's
+    bottom edge, whichever is higher)."""
+    area = page.locator(f".st-key-{chart_key} .nsewdrag").first
+    area.scroll_into_view_if_needed()
+    page.locator(f".st-key-{chart_key} .modebar-btn[data-val='select']").first.click(force=True)
+    box = area.bounding_box()
+    bottom = min(box["y"] + box["height"], VIEWPORT["height"] - 5)
+    page.mouse.move(box["x"] + 3, box["y"] + 3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, (box["y"] + bottom) / 2, steps=8)
+    page.mouse.move(box["x"] + box["width"] - 3, bottom - 3, steps=8)
+    page.mouse.up()

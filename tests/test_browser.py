@@ -174,15 +174,7 @@ def test_every_page_in_chromium(browser_page, server, lens_checkpoints, tmp_path
 
         if path == "Embeddings":
             # box-select most of the map: the class breakdown and the pager appear
-            area = page.locator(".st-key-emb_chart .nsewdrag").first
-            area.scroll_into_view_if_needed()
-            page.locator(".st-key-emb_chart .modebar-btn[data-val='select']").first.click(force=True)
-            box = area.bounding_box()
-            page.mouse.move(box["x"] + 3, box["y"] + 3)
-            page.mouse.down()
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=8)
-            page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3, steps=8)
-            page.mouse.up()
+            driver.box_select(page, "emb_chart")
             page.locator(".st-key-emb_breakdown").first.wait_for(state="visible", timeout=60_000)
             settle(page)
             heading = page.get_by_text(re.compile(r"^[\d,]+ selected · ")).first.inner_text()

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from conftest import build_lens_checkpoints, write_image_folder
-from test_browser import browser_page, no_exception, server, settle, shot, wait_ready  # noqa: F401
+from test_browser import browser_page, driver, no_exception, server, settle, shot, wait_ready  # noqa: F401
+
+box_select = driver.box_select
 
 pytestmark = pytest.mark.browser
 
@@ -79,15 +81,7 @@ def test_diagnosis_pages_in_chromium(browser_page, server):  # noqa: F811
 
     # Embeddings: box-select most of the map -> the Errors gallery below, Explain on its first image
     open_page(page, "Embeddings", "Embeddings", ".st-key-emb_chart .main-svg")
-    area = page.locator(".st-key-emb_chart .nsewdrag").first
-    area.scroll_into_view_if_needed()
-    page.locator(".st-key-emb_chart .modebar-btn[data-val='select']").first.click(force=True)
-    box = area.bounding_box()
-    page.mouse.move(box["x"] + 3, box["y"] + 3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=8)
-    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] - 3, steps=8)
-    page.mouse.up()
+    box_select(page, "emb_chart")
     page.locator(".st-key-emb_selected img").first.wait_for(state="visible", timeout=60_000)
     settle(page)
     heading = page.get_by_text(re.compile(r"^[\d,]+ selected · ")).first.inner_text()

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from conftest import build_lens_checkpoints, write_image_folder
-from test_browser import (browser_page, click_cell, in_viewport, nav_link, no_exception, server,  # noqa: F401
-                          settle, wait_ready)
+from test_browser import (browser_page, click_cell, driver, in_viewport, nav_link, no_exception,  # noqa: F401
+                          server, settle, wait_ready)
+
+box_select = driver.box_select
 
 pytestmark = pytest.mark.browser
 
@@ -157,15 +159,7 @@ def test_results_are_brought_into_view(browser_page, server, lens_checkpoints, t
     snap(page, tmp_path, "6_evaluation_cell")
 
     open_page(page, "Embeddings", "Embeddings", ".st-key-emb_chart .main-svg")
-    area = page.locator(".st-key-emb_chart .nsewdrag").first
-    area.scroll_into_view_if_needed()
-    page.locator(".st-key-emb_chart .modebar-btn[data-val='select']").first.click(force=True)
-    box = area.bounding_box()
-    page.mouse.move(box["x"] + 3, box["y"] + 3)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=8)
-    page.mouse.move(box["x"] + box["width"] - 3, min(box["y"] + box["height"], 895) - 3, steps=8)
-    page.mouse.up()
+    box_select(page, "emb_chart")
     page.locator(".st-key-emb_selected img").first.wait_for(state="visible", timeout=60_000)
     settle(page)
     page.wait_for_timeout(1200)
