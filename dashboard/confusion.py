@@ -62,7 +62,7 @@ def overview(cm: np.ndarray, order: np.ndarray, mistakes_only: bool) -> dict:
 
 
 def _layout(fig, n_rows: int, n_cols: int, ticks: bool) -> None:
-    fig.update_xaxes(title_text="predicted class", tickangle=-45 if n_cols > 6 else 0, range=[-0.5, n_cols - 0.5],
+    fig.update_xaxes(title_text="predicted class", tickangle=-90 if n_cols > 20 else -45 if n_cols > 6 else 0, range=[-0.5, n_cols - 0.5],
                      showgrid=False, zeroline=False, showticklabels=ticks, tickfont=dict(size=10 if n_cols > 20 else 12))
     fig.update_yaxes(title_text="true class", range=[n_rows - 0.5, -0.5], showgrid=False, zeroline=False,
                      showticklabels=ticks, tickfont=dict(size=10 if n_rows > 20 else 12))
@@ -85,9 +85,10 @@ def _short(name: str, n: int = 18) -> str:
 
 
 def cells_figure(cm: np.ndarray, cmn: np.ndarray, classes: list[str], rows: np.ndarray, cols: np.ndarray,
-                 normalized: bool, mistakes_only: bool = False) -> go.Figure:
-    """Single-class cells: rows `rows` (true classes) by columns `cols` (predicted), at most SIDE x SIDE.
-    Click targets carry [count, row share, true index, predicted index, 0]."""
+                 normalized: bool, mistakes_only: bool = False, mark: tuple | None = None) -> go.Figure:
+    """Single-class cells: rows `rows` (true classes) by columns `cols` (predicted), at most SIDE x SIDE, with
+    the cell `mark` (true, predicted) outlined when shown. Click targets carry [count, row share, true index,
+    predicted index, 0]."""
     rows, cols = np.asarray(rows), np.asarray(cols)
     sub = (cmn if normalized else cm)[np.ix_(rows, cols)]
     counts, shares = cm[np.ix_(rows, cols)], cmn[np.ix_(rows, cols)]
@@ -114,6 +115,9 @@ def cells_figure(cm: np.ndarray, cmn: np.ndarray, classes: list[str], rows: np.n
     _layout(fig, n_r, n_c, ticks=True)
     fig.update_xaxes(tickmode="array", tickvals=list(range(n_c)), ticktext=[_short(c) for c in names_c])
     fig.update_yaxes(tickmode="array", tickvals=list(range(n_r)), ticktext=[_short(c) for c in names_r])
+    if mark is not None and mark[0] in rows and mark[1] in cols:
+        i, j = int(np.flatnonzero(rows == mark[0])[0]), int(np.flatnonzero(cols == mark[1])[0])
+        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line=dict(color="#d62728", width=2))
     return fig
 
 
@@ -121,7 +125,7 @@ def overview_figure(ov: dict, classes: list[str], order: np.ndarray, normalized:
     """The block overview. Click targets carry [count, row share, largest cell's true, its predicted, 1]."""
     z = ov["share"] if normalized else ov["counts"]
     nb = len(ov["ranges"])
-    label = [f"{_short(classes[order[a]], 14)} … ({b - a})" if b - a > 1 else _short(classes[order[a]], 14)
+    label = [f"{_short(classes[order[a]], 14)} +{b - a - 1}" if b - a > 1 else _short(classes[order[a]], 14)
              for a, b in ov["ranges"]]
     heat = go.Heatmap(z=z, x=list(range(nb)), y=list(range(nb)), colorscale="Blues", hoverinfo="skip",
                       colorbar=dict(title="share" if normalized else "images"))

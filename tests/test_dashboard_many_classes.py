@@ -144,6 +144,9 @@ def test_confusion_matrix_overview_zoom_and_pairs():
     assert f"around **{t_name}** → **{p_name}**" in texts(at)
     # the similarity order puts each class's most frequent confusion near it: the top pair is inside the zoom
     assert t_name in str(targets["text"]) and p_name in str(targets["text"])
+    (box,) = chart(at, "eval_cm")["layout"]["shapes"]                      # the chosen cell, outlined
+    j, i = int(box["x0"] + 0.5), int(box["y0"] + 0.5)
+    assert targets["text"][i * confusion.SIDE + j] == f"true <b>{t_name}</b>, predicted <b>{p_name}</b>"
     widget(at, "eval_find").set_value("tarantula").run()
     ok(at)
     table = next(d.value for d in at.dataframe if "F1" in d.value.columns)

@@ -77,7 +77,7 @@ with ui.guard("drawing the comparison"):
     with right:
         per = c["per_class"]
         if len(per) > BARS:          # hundreds of bars are unreadable: the largest differences, the rest below
-            per = sorted(per, key=lambda r: -abs(r["diff"]))[:BARS]
+            per = sorted(sorted(per, key=lambda r: -abs(r["diff"]))[:BARS], key=lambda r: -r["diff"])
         bars = go.Figure(go.Bar(x=[r["class"] for r in per], y=[100 * r["diff"] for r in per],
                                 marker_color=["#2ca02c" if r["diff"] >= 0 else "#d62728" for r in per],
                                 customdata=[[r["acc_a"], r["acc_b"], r["support"]] for r in per],

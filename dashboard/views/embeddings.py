@@ -4,6 +4,7 @@ breakdown, ordered by loss, Explain on each), can be tagged and exported."""
 import math
 
 import numpy as np
+import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -68,7 +69,7 @@ with ui.guard("projecting the test set"):
             # a legend of hundreds of entries is unreadable and 2 x K traces are slow: two traces, colours from a
             # long palette assigned so that classes next to each other on this map never share one
             centres = np.stack([xy[keep & (key == k)].mean(0) for k in present])
-            long = list(dict.fromkeys(ui.class_palette(max(len(present), 74))))
+            long = list(dict.fromkeys(px.colors.qualitative.Alphabet + px.colors.qualitative.Dark24))   # no pale ones
             pick = dict(zip(present.tolist(), compute.distinct_colours(centres, long)))
             per_point = np.array([pick.get(int(k), "#7f7f7f") for k in key], dtype=object)
             groups = [("classes", keep, "per point")]

@@ -115,10 +115,10 @@ with ui.guard("drawing the confusion matrix"):
             q0 = confusion.window(K, int(position[p_now]), old[2] if same else None)
             st.session_state[_WINDOW] = (ctx.key, r0, q0)
             fig = confusion.cells_figure(cm, cmn, classes, order[r0:r0 + side], order[q0:q0 + side], normalized,
-                                         mistakes_only=mistakes)
+                                         mistakes_only=mistakes, mark=(t_now, p_now))
             st.caption(f"True classes {r0 + 1}–{r0 + side} and predicted classes {q0 + 1}–{q0 + side} of {K:,} in "
-                       f"similarity order, around **{classes[t_now]}** → **{classes[p_now]}** (choose them below, "
-                       "or click a row of the most confused pairs): the browser gets "
+                       f"similarity order, around **{classes[t_now]}** → **{classes[p_now]}** (outlined in red; "
+                       "choose others below, or in the most confused pairs): the browser gets "
                        f"{side * side:,} cells, not {K * K:,}.")
     ui.show_chart(fig, key="eval_cm", filename="confusion-matrix", on_select=_cell_clicked,
                   selection_mode=("points",))
