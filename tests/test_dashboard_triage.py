@@ -60,8 +60,13 @@ def test_errors_find_out_why_shows_each_verdict_and_filters_by_it(lens_checkpoin
     rows = table(at, "verdict")
     assert set(rows["verdict"]) == {one}
     assert f"**{counts[one]}** misclassified images match" in texts(at)
-    gallery = block(at, "err_gallery")
-    assert len(images_in(gallery)) == min(counts[one], 24)
+    assert len(images_in(block(at, "err_gallery"))) == min(counts[one], 24)
+    others = [v for v in VERDICTS if v != one]                    # the rest: often none at all on tiny data
+    widget(at, "err_verdicts").set_value(others).run()
+    ok(at)
+    rest = sum(counts[v] for v in others)
+    assert f"**{rest}** misclassified images match" in texts(at)
+    assert len(images_in(block(at, "err_gallery"))) == min(rest, 24)
 
 
 def test_influence_button_shows_proponents_and_opponents(lens_checkpoints):
@@ -128,3 +133,23 @@ def test_a_folder_without_training_images_says_so_and_keeps_the_gallery(tmp_path
     button(at, "err_influence_btn").click().run()
     ok(at)
     assert any("influential training images need the training images" in i.value for i in at.info)
+
+
+def test_a_head_influence_cannot_follow_gets_one_sentence(monkeypatch):
+    import streamlit as st
+    from cnnlib.errors import CNNLibError
+    from cnnlib.explain import influence
+
+    def refuse(*a, **kw):
+        raise CNNLibError("this network's logits are not its last Linear layer's output (times a constant), so "
+                          "TracIn on the final layer does not apply to it")
+    monkeypatch.setattr(influence, "proponents_opponents", refuse)
+    st.cache_data.clear()                                         # no earlier answer for the same image
+    at = go(app(), "views/errors.py")
+    next(b for b in at.button if b.label == "Explain").click().run()
+    button(at, "err_influence_btn").click().run()
+    ok(at)                                                        # no st.error, no exception
+    said = [i.value for i in at.info if "TracIn on the final layer does not apply" in i.value]
+    assert said and said[0].startswith("This network's logits") and "\n" not in said[0]
+    assert not images_in(block(at, "err_influence"))
+    assert images_in(block(at, "err_neighbours"))                 # the rest of the panel stays
