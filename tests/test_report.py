@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import html.parser
 import io
-import os
+import json
 import re
 import shutil
 from pathlib import Path
@@ -240,16 +240,18 @@ def test_cli_errors_are_one_sentence(tiny_ckpt, tmp_path, capsys):
     assert not (tmp_path / "x.html").exists() and not (tmp_path / "r.html").exists()
 
 
-def test_webpage_helpers_match_the_lessons_and_escape():
-    from cnnlib.lesson.build import script_json
-    from cnnlib.lesson.payload import png
+def test_webpage_helpers_are_the_lessons_and_escape():
+    from cnnlib.lesson import build, payload
+    assert build.script_json is webpage.script_json and payload.png is webpage.png      # written once
     obj = {"name": "</script><b>&\u2028", "v": [1, 2.5, None]}
-    assert webpage.script_json(obj) == script_json(obj)
+    assert json.loads(webpage.script_json(obj)) == obj
     assert "<" not in webpage.script_json(obj) and "&" not in webpage.script_json(obj)
     rng = np.random.default_rng(0)
-    for a in (rng.integers(0, 255, (5, 7, 3), dtype=np.uint8), rng.integers(0, 255, (3, 5, 7), dtype=np.uint8),
-              rng.integers(0, 255, (6, 4), dtype=np.uint8)):
-        assert webpage.png(a) == png(a)
+    for a, want in ((rng.integers(0, 255, (5, 7, 3), dtype=np.uint8), None),
+                    (rng.integers(0, 255, (3, 5, 7), dtype=np.uint8), "chw"),
+                    (rng.integers(0, 255, (6, 4), dtype=np.uint8), None)):
+        back = np.asarray(Image.open(io.BytesIO(base64.b64decode(webpage.png(a)))))
+        assert np.array_equal(back, a.transpose(1, 2, 0) if want == "chw" else a)
     a = rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)
     url = webpage.png_data_url(a)
     back = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))

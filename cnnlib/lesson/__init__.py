@@ -2,7 +2,7 @@
 in the student's own browser (onnxruntime-web, WebAssembly) from a folder on any static host or from one file.
 
     build       build_lesson (`cnnlib lesson CKPT --out DIR [--images N] [--title TEXT] [--single-file]`),
-                lesson_main, render_page, script_json (JSON safe inside <script>)
+                lesson_main, render_page (the page's JSON and pictures: cnnlib.io.webpage)
     graph       trace_layout, export_lesson_onnx (ONNX whose extra outputs are every layer shown and whose inputs
                 include every conv's kernels, stored once, in the payload), lesson_net, runner, torch_outputs,
                 output_names, onnx_output_names, weight_inputs

@@ -19,24 +19,16 @@ import argparse
 import base64
 import gzip
 import html
-import json
 import os
 import tempfile
 from pathlib import Path
 
 from cnnlib.errors import CNNLibError
+from cnnlib.io.webpage import script_json
 
 HERE = Path(__file__).resolve().parent
 WEB, VENDOR = HERE / "web", HERE / "vendor"
 ASSETS = {"model": "model.onnx", "ort": "ort.mjs.gz", "glue": "ort-wasm.mjs.gz", "wasm": "ort-wasm.wasm.gz"}
-
-
-def script_json(obj) -> str:
-    """JSON safe inside <script type="application/json">: no '<', '>' or '&' can end the element or start markup."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(ch, esc)
-    return text
 
 
 def vendor_version() -> str:

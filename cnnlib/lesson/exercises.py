@@ -62,7 +62,7 @@ def _edge_image(shape, vertical: bool) -> np.ndarray:
 
 
 def _question_edge(rng, run, shape, layout, vertical: bool) -> dict:
-    from cnnlib.lesson.payload import png
+    from cnnlib.io.webpage import png
     name = layout["editable"]
     img = _edge_image(shape, vertical)
     out = run(img)[name]                # (C, h, w)

@@ -10,14 +10,13 @@ from the checkpoint (class names, layer names, the title) is plain strings here:
 from __future__ import annotations
 
 import base64
-import io
 import math
 
 import numpy as np
 import torch
 from torch import nn
-from PIL import Image
 from cnnlib.errors import CNNLibError, DatasetError
+from cnnlib.io.webpage import png
 from cnnlib.lesson.graph import ACTIVATIONS, lesson_net, onnx_output_names, output_names
 
 PNG_SIDE = 96           # saliency and filter pictures are drawn at least this wide
@@ -26,18 +25,6 @@ PNG_SIDE = 96           # saliency and filter pictures are drawn at least this w
 def f32(a) -> dict:
     a = np.ascontiguousarray(np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype="<f4"))
     return {"shape": list(a.shape), "b64": base64.b64encode(a.tobytes()).decode("ascii")}
-
-
-def png(arr: np.ndarray) -> str:
-    """uint8 (H, W, 3), (H, W) or (C, H, W) with C in (1, 3) -> base64 PNG (no colour profile: exact pixels)."""
-    a = np.asarray(arr)
-    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
-        a = a.transpose(1, 2, 0)
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(a.astype(np.uint8))).save(buf, "PNG", optimize=True)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _pair(v) -> list[int]:
