@@ -243,3 +243,20 @@ def distinct_colours(centres: np.ndarray, palette: list[str]) -> list[str]:
         out[i] = c
         nearest[:, c] = np.minimum(nearest[:, c], d[:, i])
     return [palette[c] for c in out]
+
+
+def only_classes(res: dict, true_classes: list[int], pred_classes: list[int], limit: int | None) -> dict:
+    """A query_misclassified result narrowed to some true and/or predicted classes (an empty list: any), its
+    order kept; `count` is the number that match, the arrays hold the first `limit` of them."""
+    keep = np.ones(len(res["indices"]), bool)
+    if true_classes:
+        keep &= np.isin(res["targets"], true_classes)
+    if pred_classes:
+        keep &= np.isin(res["preds"], pred_classes)
+    rows = np.flatnonzero(keep)
+    count = len(rows)
+    rows = rows[:limit] if limit is not None else rows
+    out = {k: (v[rows] if isinstance(v, np.ndarray) and len(v) == len(keep) else v) for k, v in res.items()}
+    out["top3"] = [res["top3"][i] for i in rows]
+    out["count"] = count
+    return out

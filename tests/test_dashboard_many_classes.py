@@ -232,3 +232,22 @@ def test_label_issues_and_selections_filter_by_class():
     rows = next(d.value for d in at.dataframe if "prediction" in d.value.columns)
     assert len(rows) and all(name in (r["label"], r["prediction"]) for _, r in rows.iterrows())
     assert f"of {K * PER_CLASS:,} rows have one of these classes" in texts(at)
+
+
+def test_errors_filter_by_several_classes_typed():
+    at = open_app()
+    at.switch_page("views/errors.py").run()
+    ok(at)
+    a = _stored("a.pt")
+    wrong = a["preds"] != a["targets"]
+    picked = [int(k) for k in np.flatnonzero(np.bincount(a["targets"][wrong], minlength=K))[:3]]
+    widget(at, "err_true_many").set_value([CLASSES[k] for k in picked]).run()
+    ok(at)
+    expect = int((wrong & np.isin(a["targets"], picked)).sum())
+    assert f"**{expect}** misclassified images match" in texts(at)
+    table = next(d.value for d in at.dataframe if "top-3" in d.value.columns)
+    assert len(table) == min(expect, 24) and set(table["true"]) <= {CLASSES[k] for k in picked}
+    widget(at, "err_pred_many").set_value([table.iloc[0]["predicted"]]).run()
+    ok(at)
+    table = next(d.value for d in at.dataframe if "top-3" in d.value.columns)
+    assert set(table["predicted"]) == {table.iloc[0]["predicted"]}

@@ -26,8 +26,15 @@ x = pixels[0] if pixels is not None else None
 with ui.guard("filtering the errors"):
     names = ["any class"] + classes
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
-    t_name = c1.selectbox("True class", names, **ui.kept("err_true", "any class", names))
-    p_name = c2.selectbox("Predicted as", names, **ui.kept("err_pred", "any class", names))
+    many = len(classes) > 30          # many classes: several at once, found by typing
+    if many:
+        t_many = c1.multiselect("True class", classes, placeholder="any class", **ui.kept("err_true_many", [], classes))
+        p_many = c2.multiselect("Predicted as", classes, placeholder="any class",
+                                **ui.kept("err_pred_many", [], classes))
+        t_name = p_name = "any class"
+    else:
+        t_name = c1.selectbox("True class", names, **ui.kept("err_true", "any class", names))
+        p_name = c2.selectbox("Predicted as", names, **ui.kept("err_pred", "any class", names))
     sort = c3.radio("Sort by", ["confidence", "loss"], horizontal=True, **ui.kept("err_sort", "confidence"),
                     format_func=lambda s: {"confidence": "confidence (most sure first)",
                                            "loss": "loss (hardest first)"}[s])
@@ -35,7 +42,10 @@ with ui.guard("filtering the errors"):
     verdicts = gallery.verdict_filter(ctx, preds, pixels, prefix="err")   # None until "Find out why"
     res = compute.query_misclassified(preds, true_class=None if t_name == "any class" else classes.index(t_name),
                                       pred_class=None if p_name == "any class" else classes.index(p_name),
-                                      sort=sort, limit=None if verdicts else limit)
+                                      sort=sort, limit=None if verdicts or many else limit)
+    if many:
+        res = compute.only_classes(res, [classes.index(n) for n in t_many], [classes.index(n) for n in p_many],
+                                   None if verdicts else limit)
     res = gallery.keep_verdicts(res, verdicts, limit)
     wrong = int((preds["preds"] != preds["targets"]).sum())
     st.markdown(f"**{res['count']}** misclassified images match (of {wrong} errors in {rep['n']} test images); "
