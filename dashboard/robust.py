@@ -13,6 +13,7 @@ import testdata
 from checkpoints import Ctx
 
 DEFAULT_IMAGES = 200
+_RESULTS: dict = {}         # (checkpoint, data, images, corruptions) -> the merged result, shared by sessions
 
 
 def corruptions() -> tuple[str, ...]:
@@ -38,9 +39,14 @@ def _cached_path(ctx: Ctx, pixels, name: str, images: int, seed: int = 0) -> str
     return os.path.join(_cache_dir(ctx), f"robustness-{key}.json")
 
 
+def _token(ctx: Ctx, names, images: int) -> tuple:
+    return ctx.key, testdata.pixels_key(ctx), int(images), tuple(sorted(names))
+
+
 def cached(ctx: Ctx, pixels, names, images: int) -> bool:
     """Is every chosen corruption's result already on disk for this sample (so loading it is instant)?"""
-    return all(os.path.isfile(_cached_path(ctx, pixels, c, images)) for c in names)
+    return _token(ctx, names, images) in _RESULTS or \
+        all(os.path.isfile(_cached_path(ctx, pixels, c, images)) for c in names)
 
 
 def run(ctx: Ctx, pixels, names, images: int, bar=None) -> dict:
@@ -49,6 +55,9 @@ def run(ctx: Ctx, pixels, names, images: int, bar=None) -> dict:
     accuracy, mean_accuracy, per_class, first_flip (lowest flipping severity first, then test order; the first
     corruption in CORRUPTIONS order that flips it), cached (all of them loaded from disk)."""
     from cnnlib.diagnose import robustness
+    token = _token(ctx, names, images)
+    if token in _RESULTS:                             # merged already (this process): no weights hashed again
+        return _RESULTS[token]
     x, y = pixels
     names = [c for c in corruptions() if c in set(names)]
     parts = []
@@ -73,6 +82,9 @@ def run(ctx: Ctx, pixels, names, images: int, bar=None) -> dict:
     out["first_flip"] = sorted(flips.values(), key=lambda f: (f["severity"], f["index"]))
     out["cached"] = all(p.get("cached") for p in parts)
     out["classes"] = list(ctx.meta.get("classes") or [])
+    while len(_RESULTS) >= 16:
+        _RESULTS.pop(next(iter(_RESULTS)))
+    _RESULTS[token] = out
     return out
 
 

@@ -102,6 +102,8 @@ def test_robustness_page_runs_a_tiny_sample_and_loads_it_again_from_the_cache(le
     assert np.allclose(z, [ref["accuracy"]["gaussian_noise"], ref["accuracy"]["brightness"]])
     assert chart(at, "rob_per_class")["data"][0]["y"] == list(model.meta["classes"])
 
+    import robust
+    robust._RESULTS.clear()                                       # as after a restart: only cnnlib's disk cache
     again = go(app(), "views/robustness.py")                      # another session: cached, no Run needed
     widget(again, "rob_images").set_value(8).run()
     widget(again, "rob_corruptions").set_value(["gaussian_noise", "brightness"]).run()
