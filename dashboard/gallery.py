@@ -159,7 +159,7 @@ def evidence_line(r: dict, classes: list[str], short: bool = False) -> str:
     ev, nb = r["evidence"], r["evidence"]["neighbors"]
     k, pred, true = nb["k"], classes[r["predicted"]], classes[r["label"]]
     near = "nearest are" if short else "nearest training images are"
-    agree = lambda share: int(round(share * k))  # noqa: E731
+    agree = lambda share: round(share * k)
     if r["verdict"] == "label error":
         return (f"label quality {ev['label_quality']:.2f}; {agree(nb['agree_predicted'])} of {k} {near} {pred}"
                 + ("" if short else " (the prediction)"))

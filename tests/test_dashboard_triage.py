@@ -139,6 +139,7 @@ def test_a_folder_without_training_images_says_so_and_keeps_the_gallery(tmp_path
 
 def test_a_head_influence_cannot_follow_gets_one_sentence(monkeypatch):
     import streamlit as st
+
     from cnnlib.errors import CNNLibError
     from cnnlib.explain import influence
 

@@ -62,7 +62,7 @@ with ui.guard("drawing the accuracy table"):
                                zmin=0, zmax=1, colorscale="RdYlGn", colorbar={"title": "accuracy", "tickformat": ".0%"},
                                text=[[ui.pct(v) for v in r] for r in z], texttemplate="%{text}",
                                hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
-    fig.update_layout(height=120 + 30 * len(rows), margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(height=120 + 30 * len(rows), margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       title=f"Accuracy under corruption (clean: {ui.pct(res['clean_accuracy'])})")
     fig.update_yaxes(autorange="reversed")
     ui.show_chart(fig, key="rob_heatmap", filename="robustness")
@@ -79,14 +79,14 @@ with ui.guard("drawing the per-class accuracy"):
                                colorscale="RdYlGn", colorbar={"title": "accuracy", "tickformat": ".0%"},
                                text=[["–" if np.isnan(v) else ui.pct(v) for v in r] for r in zc],
                                texttemplate="%{text}", hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
-    fig.update_layout(height=120 + 28 * len(classes), margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(height=120 + 28 * len(classes), margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       title=f"Accuracy per class under {pick.replace('_', ' ')}")
     fig.update_yaxes(autorange="reversed")
     ui.show_chart(fig, key="rob_per_class", filename=f"robustness-{pick}")
 
 with ui.guard("drawing the images that flip first"):
     flips = res["first_flip"]
-    right = int(round(res["clean_accuracy"] * res["n"]))
+    right = round(res["clean_accuracy"] * res["n"])
     st.subheader("The images that flip first")
     if not flips:
         st.caption("No image that is right when clean turns wrong under the chosen corruptions.")
