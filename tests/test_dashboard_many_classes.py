@@ -251,3 +251,29 @@ def test_errors_filter_by_several_classes_typed():
     ok(at)
     table = next(d.value for d in at.dataframe if "top-3" in d.value.columns)
     assert set(table["predicted"]) == {table.iloc[0]["predicted"]}
+
+
+def test_overview_blocks_sum_the_ordered_matrix_and_name_their_largest_mix_up():
+    """A click on a block zooms in on (top_true, top_pred): the largest off-diagonal cell of that block pair."""
+    import confusion
+    rng = np.random.default_rng(3)
+    k = 130
+    cm = rng.poisson(0.3, (k, k)) + np.diag(rng.integers(5, 9, k))
+    order = rng.permutation(k)
+    size, nb = confusion.blocks(k)
+    assert size * confusion.SIDE >= k and nb <= confusion.SIDE
+    ov = confusion.overview(cm, order, mistakes_only=True)
+    assert ov["counts"].sum() == cm.sum() - np.trace(cm)
+    for bi, bj in ((0, 0), (1, 5), (nb - 1, nb - 1), (nb - 1, 0)):
+        rows, cols = order[slice(*ov["ranges"][bi])], order[slice(*ov["ranges"][bj])]
+        block = cm[np.ix_(rows, cols)].astype(float)
+        block[rows[:, None] == cols[None, :]] = -1
+        assert ov["counts"][bi, bj] == cm[np.ix_(rows, cols)].sum() - (np.trace(cm[np.ix_(rows, cols)]) if bi == bj else 0)
+        t, p = ov["top_true"][bi, bj], ov["top_pred"][bi, bj]
+        if block.max() < 0:                      # a one-class diagonal block: no mix-up, its diagonal cell
+            assert t == p and t in rows
+        else:
+            assert t in rows and p in cols and t != p and cm[t, p] == block.max()
+    assert confusion.window(k, 100, None) == 100 - confusion.SIDE // 2
+    assert confusion.window(k, 100, 60) == 60                     # already in view: the matrix does not move
+    assert confusion.window(k, 129, None) == k - confusion.SIDE and confusion.window(20, 5, None) == 0
