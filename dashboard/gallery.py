@@ -234,6 +234,13 @@ def with_verdicts(rows: list[dict], verdicts: dict | None, classes: list[str]) -
 
 # ----------------------------------------------------------------------------- the most influential training images
 
+def _score(s: float) -> str:
+    """A TracIn score as people read it: signed, 3 significant digits, never in exponent notation."""
+    if abs(s) < 1e-4:
+        return "≈ 0"
+    return f"{s:+,.0f}" if abs(s) >= 100 else f"{s:+.3g}" if abs(s) >= 0.01 else f"{s:+.4f}"
+
+
 def _influence_on(key: str, token: str) -> None:
     st.session_state[f"{key}_on"] = token
 
@@ -263,7 +270,7 @@ def influence_strip(ctx: Ctx, pick, key: str = "influence", size: int = 80) -> d
             part = res[which]
             st.markdown(f"**Most influential training images, {which}** ({what}; TracIn score):")
             st.image([pictures.enlarge(im, size) for im in part["images"]], width=size,
-                     caption=[f"{classes[int(c)]} · {s:.2g}" for c, s in zip(part["labels"], part["scores"])])
+                     caption=[f"{classes[int(c)]} · {_score(s)}" for c, s in zip(part["labels"], part["scores"])])
         st.caption("An opponent with the predicted look but another label, or a proponent labelled as predicted "
                    "that looks like the true class, points at the training data rather than the network.")
     return res

@@ -78,7 +78,8 @@ def test_influence_button_shows_proponents_and_opponents(lens_checkpoints):
     ok(at)
     caps = [c for _, c in images_in(block(at, "err_influence"))]
     assert len(caps) == 12, caps                                   # 6 proponents, then 6 opponents
-    scores = [float(c.rsplit(" · ", 1)[1]) for c in caps]
+    scores = [0.0 if c.endswith("≈ 0") else float(c.rsplit(" · ", 1)[1].replace(",", "")) for c in caps]
+    assert all(re.fullmatch(r"\w+ · ([+-][\d,.]+|≈ 0)", c) for c in caps), caps     # signed, no exponent
     assert min(scores[:6]) >= max(scores[6:])
     assert "proponents" in texts(at) and "opponents" in texts(at)
 
