@@ -34,8 +34,9 @@ def _write_folder(root) -> str:
     return str(root)
 
 
-def _predictions(y: np.ndarray, seed: int) -> dict:
+def _predictions(y: np.ndarray, seed: int, k: int = K) -> dict:
     """Stored test predictions: 55% right, 35% mistaken for a class of the same hidden group, 10% anything."""
+    K = k  # noqa: N806
     rng = np.random.default_rng(seed)
     group = rng.permutation(K).reshape(-1, GROUP)            # hidden groups of similar classes, not contiguous
     mates = {int(c): g for g in group for c in g}
@@ -277,3 +278,28 @@ def test_overview_blocks_sum_the_ordered_matrix_and_name_their_largest_mix_up():
     assert confusion.window(k, 100, None) == 100 - confusion.SIDE // 2
     assert confusion.window(k, 100, 60) == 60                     # already in view: the matrix does not move
     assert confusion.window(k, 129, None) == k - confusion.SIDE and confusion.window(20, 5, None) == 0
+
+
+def test_forty_classes_show_every_cell_in_similarity_order(tmp_path, monkeypatch):
+    """Between 30 and 60 classes: no overview, the whole matrix ordered by similarity (stored predictions only)."""
+    from cnnlib.io.checkpoint import save_checkpoint
+    from cnnlib.models.registry import get_model
+    k = 42
+    names = CLASSES[:k]
+    kwargs = {"num_classes": k, "image_size": 16}
+    y = np.repeat(np.arange(k), 4)
+    save_checkpoint({"model": {"name": "simple_cnn", "kwargs": kwargs}, "classes": names, "input_shape": [3, 16, 16],
+                     "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
+                     "data": {"name": "gone", "path": str(tmp_path / "gone"), "split_seed": 0},
+                     "state_dict": get_model("simple_cnn", **kwargs).state_dict(),
+                     "test_predictions": _predictions(y, 0, k)}, str(tmp_path / "forty.pt"))
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path))
+    at = open_app()
+    at.switch_page("views/evaluation.py").run()
+    ok(at)
+    heat, targets = chart(at, "eval_cm")["data"]
+    assert arr(heat["z"]).shape == (k, k) and size(targets) == k * k
+    ticks = chart(at, "eval_cm")["layout"]["xaxis"]["ticktext"]
+    assert sorted(ticks) == names and ticks != names                   # every class, reordered
+    assert f"All {k} classes, ordered by similarity" in texts(at)
+    assert not [w for w in walk(at.main) if getattr(w, "key", None) == "eval_view"]

@@ -92,11 +92,14 @@ with ui.guard("drawing the confusion matrix"):
         views = ["overview", "zoom"]
         size, nb = confusion.blocks(K)
         side = min(K, confusion.SIDE)
-        view = c2.radio("Matrix", views, horizontal=True, **ui.kept("eval_view", "overview", views),
-                        format_func={"overview": f"overview: all {K:,} classes in {nb} blocks",
-                                     "zoom": f"zoom: {side} × {side} classes"}.get,
-                        help="The classes are ordered so that the ones the model confuses sit side by side. The "
-                             f"overview sums blocks of {size} neighbouring classes; click a block to zoom in there.")
+        if K > confusion.SIDE:
+            view = c2.radio("Matrix", views, horizontal=True, **ui.kept("eval_view", "overview", views),
+                            format_func={"overview": f"overview: all {K:,} classes in {nb} blocks",
+                                         "zoom": f"zoom: {side} × {side} classes"}.get,
+                            help="The classes are ordered so that the ones the model confuses sit side by side. The "
+                                 f"overview sums blocks of {size} neighbouring classes; click a block to zoom in.")
+        else:
+            view = "zoom"               # every cell fits: the whole matrix, in similarity order
         mistakes = c3.checkbox("Mistakes only", **ui.kept("eval_mistakes", True),
                                help="Leave out the correct answers (the diagonal), so the colours show the mix-ups.")
         t_now = classes.index(ui.value("eval_true", classes[worst["true"]]))
@@ -116,7 +119,9 @@ with ui.guard("drawing the confusion matrix"):
             st.session_state[_WINDOW] = (ctx.key, r0, q0)
             fig = confusion.cells_figure(cm, cmn, classes, order[r0:r0 + side], order[q0:q0 + side], normalized,
                                          mistakes_only=mistakes, mark=(t_now, p_now))
-            st.caption(f"True classes {r0 + 1}–{r0 + side} and predicted classes {q0 + 1}–{q0 + side} of {K:,} in "
+            st.caption(f"All {K} classes, ordered by similarity (clustered by whom they are confused with), "
+                       f"around **{classes[t_now]}** → **{classes[p_now]}** (outlined in red)." if K <= side else
+                       f"True classes {r0 + 1}–{r0 + side} and predicted classes {q0 + 1}–{q0 + side} of {K:,} in "
                        f"similarity order, around **{classes[t_now]}** → **{classes[p_now]}** (outlined in red; "
                        "choose others below, or in the most confused pairs): the browser gets "
                        f"{side * side:,} cells, not {K * K:,}.")
