@@ -18,6 +18,7 @@ import diagnose
 import imagepick
 import pictures
 import ui
+import verdicts
 from checkpoints import Ctx
 from cnnlib.errors import CNNLibError
 
@@ -186,7 +187,7 @@ def verdict_filter(ctx: Ctx, preds: dict, pixels, prefix: str) -> dict | None:
     sentence says why there are none)."""
     import testdata
     token = f"{ctx.key}|{testdata.pixels_key(ctx)}"
-    if st.session_state.get(f"{prefix}_triage_on") != token and not diagnose.triage_ready(ctx, preds):
+    if st.session_state.get(f"{prefix}_triage_on") != token and not verdicts.triage_ready(ctx, preds):
         c1, c2 = st.columns([1, 4], vertical_alignment="center")
         c1.button("Find out why", key=f"{prefix}_triage_btn", icon=":material/troubleshoot:", on_click=_triage_on,
                   args=(prefix, token), width="stretch")
@@ -195,7 +196,7 @@ def verdict_filter(ctx: Ctx, preds: dict, pixels, prefix: str) -> dict | None:
         return None
     records = None
     with ui.guard("working out the verdicts"):                # a failure: one sentence, the gallery stays
-        records = diagnose.triage(ctx, preds, pixels)
+        records = verdicts.triage(ctx, preds, pixels)
     if records is None:
         return None
     counts = {v: sum(r["verdict"] == v for r in records.values()) for v in VERDICTS}
@@ -257,7 +258,7 @@ def influence_strip(ctx: Ctx, pick, key: str = "influence", size: int = 80) -> d
                            "read through the network.")
             return None
         try:
-            res = diagnose.influence(ctx, pick)
+            res = verdicts.influence(ctx, pick)
         except CNNLibError as e:
             st.info(ui.capitalised(ui.one_sentence(str(e))), icon=":material/info:")
             return None

@@ -361,8 +361,8 @@ def test_error_sentences_start_with_a_capital_letter(monkeypatch):
     def refuse(*a, **k):
         raise CNNLibError("comparing needs the same images: got 3 targets")
     monkeypatch.setattr(compare, "compare", refuse)
-    import diagnose
-    diagnose._compare.clear()                                  # computed by an earlier test: not cached here
+    import twomodels
+    twomodels._compare.clear()                                  # computed by an earlier test: not cached here
     at = go(app(), "Two models", errors=True)
     assert [e.value for e in at.error] == ["Comparing needs the same images: got 3 targets."]
     assert ui.capitalised("x.pt was refused.") == "x.pt was refused."          # a file name stays as written

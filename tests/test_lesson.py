@@ -197,13 +197,22 @@ class CumProd(nn.Module):
         return torch.cumprod(x, dim=2)
 
 
-@register_model("lesson_test_cumprod")
 def _cumprod_net(num_classes=2, **_):
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), CumProd(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(4, num_classes))
 
 
-def test_cli_builds_and_refuses_in_one_sentence(built, tmp_path):
+@pytest.fixture
+def cumprod_model():
+    """A registered model the ONNX exporter cannot convert, removed from the registry afterwards (other test
+    files walk every registered model)."""
+    from cnnlib.models import registry
+    register_model("lesson_test_cumprod")(_cumprod_net)
+    yield
+    registry._MODELS.pop("lesson_test_cumprod", None)
+
+
+def test_cli_builds_and_refuses_in_one_sentence(built, tmp_path, cumprod_model):
     rc, out, err = cli("lesson", built["ckpt"], "--out", tmp_path / "cli", "--images", "1")
     assert rc == 0, err
     assert (tmp_path / "cli" / "index.html").is_file() and "wrote" in out

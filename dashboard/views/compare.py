@@ -6,7 +6,7 @@ import streamlit as st
 
 import checkpoints
 import compute
-import diagnose
+import twomodels
 import frame
 import imagepick
 import pictures
@@ -32,7 +32,7 @@ with ui.guard("choosing the second checkpoint"):
         st.info("Comparing needs a second checkpoint trained on the same classes: train one, or upload it in the "
                 "sidebar.")
         st.stop()
-    choices, n_same = diagnose.comparable_first(ctx, choices)    # tested on A's test images first: the default
+    choices, n_same = twomodels.comparable_first(ctx, choices)    # tested on A's test images first: the default
     other = st.selectbox(f"Compare **A = {ctx.label}** (the sidebar's checkpoint) with **B =**", choices,
                          format_func=checkpoints.choice_label, **ui.kept("cmp_other", choices[0], choices))
     if not n_same:
@@ -45,9 +45,9 @@ with ui.guard("choosing the second checkpoint"):
         st.error(p)
     if not opened:
         st.stop()
-    b = diagnose.on_data_of(opened[0], ctx)          # B on A's test images
+    b = twomodels.on_data_of(opened[0], ctx)          # B on A's test images
     pixels = testdata.test_pixels(ctx, notice=False)
-    c, pa, pb = ui.checked("comparing the two checkpoints", diagnose.comparison, ctx, b, pixels)
+    c, pa, pb = ui.checked("comparing the two checkpoints", twomodels.comparison, ctx, b, pixels)
 
 if c is None:
     st.stop()
