@@ -170,11 +170,7 @@ def dashboard_main(argv) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(home), *streamlit_options(home),
            f"--server.port={args.port}", f"--server.address={args.host}"]
     print(f"CNN Lens on http://{args.host}:{args.port} with the checkpoints in {folder} (Ctrl-C stops it)", flush=True)
-    import subprocess
-    try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 0
+    os.execve(sys.executable, cmd, env)       # this process becomes the server: a signal to it stops the server
 
 
 def with_import_hint(argv, run) -> int:

@@ -77,4 +77,7 @@ def test_cnnlib_dashboard_from_an_empty_folder_in_a_fresh_venv(wheel, tmp_path):
             driver.screenshot(page, REPO / "artifacts" / "wheel" / "home_empty_folder.png")
     text = log.read_text()
     assert f"with the checkpoints in {empty}" in text, text[-2000:]
+    import urllib.request
+    with pytest.raises(OSError):      # stopping `cnnlib dashboard` stopped the server: it is the server (exec)
+        urllib.request.urlopen(url + "/_stcore/health", timeout=5)
     assert "Traceback" not in text, text[-3000:]
