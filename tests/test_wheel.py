@@ -31,10 +31,11 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_holds_the_subpackages_and_the_dashboard(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for pkg in ("data", "models", "training", "io", "explain", "diagnose", "teach"):
+    for pkg in ("data", "models", "training", "io", "explain", "diagnose", "teach", "lesson"):
         assert f"cnnlib/{pkg}/__init__.py" in names, pkg
     for shipped in ("cnnlib/dashboard/Home.py", "cnnlib/dashboard/config.toml", "cnnlib/dashboard/frame.py",
-                    "cnnlib/dashboard/views/evaluation.py"):
+                    "cnnlib/dashboard/views/evaluation.py", "cnnlib/lesson/web/core.js",
+                    "cnnlib/lesson/vendor/ort-wasm-simd-threaded.wasm.gz", "cnnlib/lesson/vendor/ort.wasm.min.mjs"):
         assert shipped in names, shipped
     pages = {p.name for p in (REPO / "dashboard" / "views").glob("*.py")}
     assert pages <= {Path(n).name for n in names if n.startswith("cnnlib/dashboard/views/")}
