@@ -220,3 +220,18 @@ def class_palette(n: int) -> list[str]:
     q = px.colors.qualitative
     base = q.D3 if n <= 10 else q.Alphabet if n <= 26 else q.Alphabet + q.Dark24 + q.Light24
     return [base[i % len(base)] for i in range(n)]
+
+
+MAX_BARS = 30          # classes at most in a per-class bar chart (a table below holds every class)
+
+
+def bar_classes(table: dict, columns: list[str]) -> set:
+    """The classes a per-class bar chart shows: all of them up to MAX_BARS; beyond, those where the columns
+    (runs) differ most, or with one column its lowest values. `table`: {class: {column: value}}."""
+    if len(table) <= MAX_BARS:
+        return set(table)
+
+    def rank(row):
+        vals = [row[c] for c in columns if c in row]
+        return -(max(vals) - min(vals)) if len(columns) > 1 else (min(vals) if vals else 0)
+    return set(sorted(table, key=lambda k: (rank(table[k]), str(k)))[:MAX_BARS])

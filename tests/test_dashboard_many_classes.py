@@ -303,3 +303,20 @@ def test_forty_classes_show_every_cell_in_similarity_order(tmp_path, monkeypatch
     assert sorted(ticks) == names and ticks != names                   # every class, reordered
     assert f"All {k} classes, ordered by similarity" in texts(at)
     assert not [w for w in walk(at.main) if getattr(w, "key", None) == "eval_view"]
+
+
+def test_training_per_class_bars_show_at_most_thirty_classes_and_the_table_all():
+    at = open_app()
+    at.switch_page("views/training.py").run()
+    ok(at)
+    spec = chart(at, "train_class_bars")
+    assert spec["data"] and all(len(arr(t["x"])) <= 30 for t in spec["data"])
+    table = next(d.value for d in at.dataframe if "class" in d.value.columns and len(d.value) == K)
+    assert len(table) == K
+    assert any("classes where the runs differ most" in c.value or "gets right least often" in c.value
+               for c in at.caption)
+    if len(spec["data"]) > 1:       # the shown classes are those where the runs differ most
+        cols = [t["name"] for t in spec["data"]]
+        spread = (table[cols].max(axis=1) - table[cols].min(axis=1)).to_numpy()
+        shown = set(arr(spec["data"][0]["x"]).tolist())
+        assert min(spread[table["class"].isin(shown).to_numpy()]) >= np.sort(spread)[-30] - 1e-9

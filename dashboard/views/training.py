@@ -84,21 +84,29 @@ with ui.guard("comparing per-class accuracy"):
     st.subheader("Per-class test accuracy")
     st.markdown("The share of each class's test images the model got right (recall), from the predictions stored "
                 "in each checkpoint. Classes where runs disagree most are where a recipe change mattered.")
-    bars, table, missing = go.Figure(), {}, []
+    bars, table, missing, reps = go.Figure(), {}, [], []
     for run, color in zip(runs, palette):
         rep = compute.stored_report(run)
         if rep is None:
             missing.append(run.label)
             continue
-        bars.add_trace(go.Bar(x=[r["class"] for r in rep["per_class"]], y=[r["recall"] for r in rep["per_class"]],
-                              name=run.label, marker_color=color,
-                              hovertemplate=f"{run.label}<br>%{{x}}: %{{y:{ui.PCT_D3}}}<extra></extra>"))
+        reps.append((run, color, rep))
         for r in rep["per_class"]:
             table.setdefault(r["class"], {"class": r["class"]})[run.label] = round(100 * r["recall"], 1)
+    shown = ui.bar_classes(table, [run.label for run, _, _ in reps])   # at most ui.MAX_BARS classes in the chart
+    for run, color, rep in reps:
+        kept = [r for r in rep["per_class"] if r["class"] in shown]
+        bars.add_trace(go.Bar(x=[r["class"] for r in kept], y=[r["recall"] for r in kept], name=run.label,
+                              marker_color=color,
+                              hovertemplate=f"{run.label}<br>%{{x}}: %{{y:{ui.PCT_D3}}}<extra></extra>"))
     if missing:
         st.info("No stored test predictions (training did not finish, or the model was imported) in: "
                 + ", ".join(missing) + ".")
     if table:
+        if len(shown) < len(table):
+            st.caption(f"The chart shows the {len(shown)} of {len(table):,} classes "
+                       + ("where the runs differ most" if len(reps) > 1 else "the model gets right least often")
+                       + "; the table below has every class (sort it by a column).")
         bars.update_layout(barmode="group", height=380, yaxis=dict(tickformat=".0%", range=[0, 1]),
                            margin=dict(t=10, b=10), legend=dict(orientation="h", y=1.1))
         ui.show_chart(bars, key="train_class_bars", filename="per-class-accuracy")
