@@ -1,7 +1,7 @@
 """Every dashboard page in headless Chromium, on models a user brings: weights files imported at 224 pixels.
 
     python bench/walk_pages.py [--models torchvision/resnet18 torchvision/mobilenet_v3_small timm/convnext_atto]
-                               [--data PATH | --per-class N] [--out artifacts/walk]
+                               [--data PATH | --per-class N | --classes 1000] [--out artifacts/walk]
 
 What it does, in one run:
   1. data: --data (an ImageFolder with train/ and test/), or the first N train and N test CIFAR-10 JPEGs per
@@ -56,6 +56,29 @@ def cifar224(src: Path, dst: Path, per_class: int) -> Path:
                 with Image.open(src / split / c / name) as im:
                     im.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR).save(dst / split / c / name,
                                                                                          quality=90)
+    (dst / "done").touch()
+    return dst
+
+
+def many_classes(src: Path, dst: Path, k: int, test_per_class: int, train_per_class: int, size: int) -> Path:
+    """An ImageNet-shaped folder from the CIFAR-10 copy: k classes (class_0000 ...), each holding a fixed sample
+    of CIFAR images (whatever their CIFAR class) upscaled to size x size (bilinear); never commit it."""
+    import random
+    from PIL import Image
+    if (dst / "done").exists():
+        return dst
+    shutil.rmtree(dst, ignore_errors=True)
+    rng = random.Random(0)
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        pool = sorted(str(p) for p in (src / split).glob("*/*.jpg"))
+        picks = rng.sample(pool, k * n)
+        for c in range(k):
+            folder = dst / split / f"class_{c:04d}"
+            folder.mkdir(parents=True)
+            for i, path in enumerate(picks[c * n:(c + 1) * n]):
+                with Image.open(path) as im:
+                    im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR).save(folder / f"{i}.jpg",
+                                                                                           quality=90)
     (dst / "done").touch()
     return dst
 
@@ -196,9 +219,15 @@ def main() -> int:
     p.add_argument("--src", type=Path, default=REPO / ".cache" / "cifar10-jpeg")
     p.add_argument("--work", type=Path, default=REPO / ".cache" / "walk224")
     p.add_argument("--out", type=Path, default=REPO / "artifacts" / "walk")
+    p.add_argument("--classes", type=int, default=0,
+                   help="build an ImageNet-shaped case instead: this many classes of CIFAR images at 160 px "
+                        "(5 test and 2 training images a class), e.g. --classes 1000")
     args = p.parse_args()
     from machine import machine
-    data = args.data or cifar224(args.src, args.work / "data", args.per_class)
+    if args.classes:
+        data = args.data or many_classes(args.src, args.work / f"data{args.classes}", args.classes, 5, 2, 160)
+    else:
+        data = args.data or cifar224(args.src, args.work / "data", args.per_class)
     classes = sorted(d for d in os.listdir(data / "test") if (data / "test" / d).is_dir())
     ckdir, root = args.work / "checkpoints", args.work / "data-root"
     shutil.rmtree(ckdir, ignore_errors=True)

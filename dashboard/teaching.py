@@ -14,6 +14,7 @@ from checkpoints import Ctx
 
 VIS_STEPS = 64            # feature-visualisation steps by default (about 10-30 s on a laptop CPU)
 TOP_K = 9                 # test images shown beside a channel's visualisation
+AUTO_SCORE_PIXELS = 2**24  # images x height x width scored without asking (10,000 CIFAR images: ~10M; beyond: a button)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -170,15 +171,27 @@ def visualize(ctx: Ctx, layer, channel, target, steps: int, seed: int) -> dict:
 @st.cache_data(show_spinner=False, max_entries=32)
 def _top(ckpt_key: str, source: str, layer: str, channel: int, _model, _x) -> tuple[np.ndarray, np.ndarray]:
     from cnnlib.explain import featurevis
-    scores = featurevis.channel_scores(_model, _x, layer, channel)
-    order = featurevis.top_activating(_model, _x, layer, channel, k=TOP_K)
+    scores = featurevis.channel_scores(_model, _x, layer, channel)           # one pass over the test images
+    order = np.argsort(-scores, kind="stable")[:TOP_K]                        # = featurevis.top_activating's order
     return order, scores[order]
+
+
+_TOP_DONE: set = set()      # (checkpoint, data, layer, channel) already scored by some session: shown at once
+
+
+def top_images_ready(ctx: Ctx, pixels, layer: str, channel: int) -> bool:
+    """Score without asking? Small test sets (AUTO_SCORE_PIXELS), or a channel some session scored already."""
+    x = pixels[0]
+    cost = len(x) * int(x.shape[-2]) * int(x.shape[-1])
+    return cost <= AUTO_SCORE_PIXELS or (ctx.key, testdata.pixels_key(ctx), layer, int(channel)) in _TOP_DONE
 
 
 def top_images(ctx: Ctx, pixels, layer: str, channel: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices, mean activations) of the TOP_K test images that excite `layer`'s `channel` most."""
-    with ui.spinner("Scoring every test image for this channel…"):
-        return _top(ctx.key, testdata.pixels_key(ctx), layer, int(channel), ctx.model, pixels[0])
+    with ui.spinner(f"Scoring all {len(pixels[1]):,} test images for this channel…"):
+        out = _top(ctx.key, testdata.pixels_key(ctx), layer, int(channel), ctx.model, pixels[0])
+    _TOP_DONE.add((ctx.key, testdata.pixels_key(ctx), layer, int(channel)))
+    return out
 
 
 # ----------------------------------------------------------------------------- 4. what the training loop sees

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import train_tiny, write_image_folder
-from test_dashboard_support import _env, app, imported_ckpt, ok, texts, widget  # noqa: F401
+from test_dashboard_support import _env, app, block, images_in, imported_ckpt, ok, texts, widget  # noqa: F401
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Setting backward hooks on ReLU")
 
@@ -250,3 +250,21 @@ def test_a_one_epoch_run_shows_batches_and_loss_and_a_cancel_in_it_can_be_resume
     finally:
         from cnnlib.training.jobs import TrainingJobs
         TrainingJobs(str(folder)).cancel(timeout=5)
+
+
+def test_channel_page_scores_a_large_test_set_only_when_asked_and_in_one_pass(lens_checkpoints, monkeypatch):
+    """Issue 20: at 224 px the page read every test image twice before anything was asked (over 300 s for a
+    5,000-image folder). Above AUTO_SCORE_PIXELS it waits for a button, then reads them once."""
+    import teaching
+    from cnnlib.explain import featurevis
+    calls = []
+    real = featurevis.channel_scores
+    monkeypatch.setattr(featurevis, "channel_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(teaching, "AUTO_SCORE_PIXELS", 0)
+    teaching._top.clear()
+    at = go(app(), "Channel visualisation")
+    assert calls == [] and not images_in(block(at, "cv_top"))
+    assert any(b.key == "cv_top_go" and b.label.startswith("Score all") for b in at.button)
+    button(at, "cv_top_go").click().run()
+    ok(at)
+    assert calls == [1] and len(images_in(block(at, "cv_top"))) == teaching.TOP_K

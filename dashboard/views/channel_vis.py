@@ -62,7 +62,14 @@ with ui.guard("visualising the channel"):
         else:
             st.markdown(f"**The {teaching.TOP_K} test images that excite {what} most**")
             pixels = testdata.test_pixels(ctx, why="Finding the images that excite this channel")
-            if pixels is not None:
+            asked = pixels is not None and (teaching.top_images_ready(ctx, pixels, layer, channel) or st.button(
+                f"Score all {len(pixels[1]):,} test images for {what}", key="cv_top_go",
+                icon=":material/image_search:", help="One pass of every test image through the network, up to "
+                "this layer (kept for this checkpoint and channel)."))
+            if pixels is not None and not asked:
+                st.caption("At this size the search reads every test image through the network, so it waits "
+                           "for the button.")
+            if asked:
                 idx, scores = teaching.top_images(ctx, pixels, layer, channel)
                 x, y = pixels
                 caps = [f"#{i} · {ctx.classes[int(y[i])]} · {s:.3g}" for i, s in zip(idx.tolist(), scores.tolist())]
