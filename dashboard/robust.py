@@ -35,7 +35,7 @@ def _cached_path(ctx: Ctx, pixels, name: str, images: int, seed: int = 0) -> str
     n = min(int(images), len(y))
     idx = np.sort(np.random.default_rng(seed).choice(len(y), n, replace=False)) if n < len(y) else np.arange(n)
     settings = {"corruptions": [name], "severities": list(robustness.SEVERITIES), "images": n, "seed": seed}
-    key = robustness._key(ctx.model, np.asarray(x[idx]), y[idx], settings)
+    key = robustness.cache_key(ctx.model, np.asarray(x[idx]), y[idx], settings)
     return os.path.join(_cache_dir(ctx), f"robustness-{key}.json")
 
 

@@ -5,7 +5,6 @@ request and then shown to every session at once) and the most influential traini
 on disk). cnnlib is imported inside each loader as a module, so a test can monkeypatch it."""
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import streamlit as st
@@ -66,26 +65,17 @@ def _influence_features(ctx: Ctx, train) -> np.ndarray:
 
 
 def _influence_compute(_ctx: Ctx, _x, _y) -> np.ndarray:
-    from cnnlib.data import cache as datacache
-    from cnnlib.data import spec as data_spec
-    from cnnlib.diagnose import neighbors
+    """cnnlib's cached training features (influence_for_checkpoint's disk cache), a progress bar on a miss."""
     from cnnlib.explain import influence
-    spec = data_spec.checkpoint_data_spec(_ctx.meta, _ctx.data or "")   # influence_for_checkpoint's disk cache
-    key = f"{spec.key()}-train"
-    expect = {"kind": "influence-features", "model": neighbors.model_key(_ctx.model), "data": key, "n": len(_y)}
-    folder, name = datacache.cache_dir(spec.root), f"influence-{expect['model']}-{neighbors._safe(key)}"
-    hit = neighbors.read_entry(folder, name, expect)
-    if hit is not None and np.array_equal(hit[0]["labels"], _y):
-        return hit[0]["features"]
-    text = f"Reading the {len(_y):,} training images through the network (once per checkpoint)…"
-    bar = st.progress(0.0, text=text)
-    try:
-        f = influence.train_features(_ctx.model, diagnose._Counted(_x, bar, text))
-    finally:
-        bar.empty()
-    with contextlib.suppress(OSError):          # read-only or full: kept in memory only
-        neighbors.write_entry(folder, name, {"features": f, "labels": np.asarray(_y, np.int64)}, expect)
-    return f
+
+    def with_bar(model, x):
+        text = f"Reading the {len(_y):,} training images through the network (once per checkpoint)…"
+        bar = st.progress(0.0, text=text)
+        try:
+            return influence.train_features(model, diagnose._Counted(x, bar, text))
+        finally:
+            bar.empty()
+    return influence.cached_train_features(_ctx.model, _x, _y, _ctx.data or None, compute=with_bar)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

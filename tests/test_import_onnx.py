@@ -4,8 +4,6 @@ The reference is onnxruntime run on the very images the import measured: the che
 probabilities must equal its softmax to 1e-4, after a round trip through the checkpoint file too."""
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import warnings
 from pathlib import Path
@@ -19,7 +17,6 @@ pytest.importorskip("onnx2torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from cnnlib.__main__ import main  # noqa: E402
 from cnnlib.data.datasets import load_dataset  # noqa: E402
 from cnnlib.errors import CheckpointError, CNNLibError  # noqa: E402
 from cnnlib.inference import load_model  # noqa: E402
@@ -27,16 +24,7 @@ from cnnlib.io.checkpoint import load_checkpoint  # noqa: E402
 from cnnlib.modelops import Normalized  # noqa: E402
 
 from conftest import CLASSES4, write_image_folder  # noqa: E402
-
-
-def cli(*args) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main([str(a) for a in args])
-        except SystemExit as e:    # argparse
-            rc = e.code
-    return rc, out.getvalue(), err.getvalue()
+from test_import import cli  # noqa: E402
 
 
 def one_sentence_error(rc, err):

@@ -48,15 +48,16 @@ def _pixels(meta: dict, data: str | None, root: str | None):
 
 def _paths(meta: dict, data: str | None, root: str | None, n: int) -> list[str] | None:
     """The test files relative to the data folder (a folder's data only; aligned with the pixels), else None."""
-    from cnnlib.data.spec import checkpoint_data_spec, folder_split
+    from cnnlib.data.spec import checkpoint_data_spec
+    from cnnlib.diagnose.compare import split_paths
     try:
-        spec = checkpoint_data_spec(meta, data or "", root)
-        samples = folder_split(spec, "test") if os.path.isabs(spec.source) else None
+        files = split_paths(meta, "test", data, root)
+        source = checkpoint_data_spec(meta, data or "", root).source
     except (CNNLibError, OSError):
         return None
-    if samples is None or len(samples) != n:
+    if files is None or len(files) != n:
         return None
-    return [os.path.relpath(f, spec.source) for f, _ in samples]
+    return [os.path.relpath(f, source) for f in files]
 
 
 def _triage(model, data, root) -> tuple[dict, str | None]:
@@ -97,7 +98,7 @@ def _cached_robustness(model, meta, data, root, x, y) -> tuple[dict | None, str 
         return None, "Robustness needs the test images (to find its cached results), which are not on disk."
     from cnnlib.data.cache import cache_dir
     from cnnlib.data.spec import checkpoint_data_spec
-    from cnnlib.diagnose.robustness import _key
+    from cnnlib.diagnose.robustness import cache_key
     folder = cache_dir(checkpoint_data_spec(meta, data or "", root).root)
     best = None
     try:
@@ -111,7 +112,7 @@ def _cached_robustness(model, meta, data, root, x, y) -> tuple[dict | None, str 
             idx = np.asarray(res["indices"], np.int64)
             if len(idx) == 0 or idx.max() >= len(y):
                 continue
-            if name != f"robustness-{_key(model, np.asarray(x[idx]), np.asarray(y)[idx], res['settings'])}.json":
+            if name != f"robustness-{cache_key(model, np.asarray(x[idx]), np.asarray(y)[idx], res['settings'])}.json":
                 continue
         except (OSError, ValueError, KeyError, TypeError):
             continue

@@ -32,7 +32,8 @@ import numpy as np
 from cnnlib.errors import CNNLibError
 from cnnlib.io.files import atomic_write
 
-__all__ = ["CORRUPTIONS", "corrupt", "robustness", "robustness_for_checkpoint", "format_table", "robustness_main"]
+__all__ = ["CORRUPTIONS", "corrupt", "robustness", "robustness_for_checkpoint", "format_table", "robustness_main",
+           "cache_key"]
 
 CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
                "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
@@ -63,8 +64,7 @@ P = {
 }
 
 
-# -----------------------------------------------------------------------------
-# the corruptions: x float (H, W, 3) in [0, 1] -> float (H, W, 3), clipped by the caller
+# ---------------- the corruptions: x float (H, W, 3) in [0, 1] -> float (H, W, 3), clipped by the caller
 
 def _blur(x, sigma, mode="nearest", truncate=4.0):              # skimage.filters.gaussian, channels apart
     from scipy.ndimage import gaussian_filter
@@ -265,10 +265,10 @@ def corrupt(image, name: str, severity: int, rng=None) -> np.ndarray:
     return out
 
 
-# -----------------------------------------------------------------------------
-# accuracy under corruption
+# ----------------------------------------------------------------------------- accuracy under corruption
 
-def _key(model, xs: np.ndarray, ys: np.ndarray, settings: dict) -> str:
+def cache_key(model, xs: np.ndarray, ys: np.ndarray, settings: dict) -> str:
+    """The name of a result in the cache: the weights, the settings and the images' bytes and labels."""
     from cnnlib.diagnose.neighbors import model_key
     h = hashlib.sha1(json.dumps({"v": CACHE_VERSION, "model": model_key(model), **settings}, sort_keys=True).encode())
     h.update(np.ascontiguousarray(xs).data)
@@ -296,7 +296,7 @@ def robustness(model, x, y, corruptions=CORRUPTIONS, severities=SEVERITIES, imag
     idx = np.sort(np.random.default_rng(seed).choice(len(y), n, replace=False)) if n < len(y) else np.arange(n)
     xs, ys = np.asarray(x[idx]), y[idx]
     settings = {"corruptions": corruptions, "severities": severities, "images": n, "seed": seed}
-    path = os.path.join(cache_dir, f"robustness-{_key(model, xs, ys, settings)}.json") if cache_dir else None
+    path = os.path.join(cache_dir, f"robustness-{cache_key(model, xs, ys, settings)}.json") if cache_dir else None
     if path and os.path.isfile(path):
         try:
             with open(path, encoding="utf-8") as f:

@@ -5,7 +5,7 @@ whether to trust those maps (sanity checks, deletion/insertion), and what a chan
     sanity        sanity_check (cascading randomisation, Adebayo et al. 2018), randomize, spearman, ssim
     faithfulness  deletion_insertion, faithfulness_table, baseline_image
     featurevis    visualize_channel (optimised from noise), channel_scores, top_activating
-    influence     proponents_opponents, influence_for_checkpoint, train_features (TracIn on the final layer,
+    influence     proponents_opponents, influence_for_checkpoint, train_features, cached_train_features (TracIn on the final layer,
                   captum.influence: the training images that pushed a prediction, for and against)
 
 A new attribution method goes in attribution (METHODS and its options); tests: tests/test_attribution.py,

@@ -26,7 +26,7 @@ from torch import nn
 
 from cnnlib.errors import CNNLibError
 
-__all__ = ["proponents_opponents", "influence_for_checkpoint", "train_features"]
+__all__ = ["proponents_opponents", "influence_for_checkpoint", "train_features", "cached_train_features"]
 
 
 def train_features(model: nn.Module, train_x, batch_size: int | None = None, progress: str | None = None) -> np.ndarray:
@@ -112,22 +112,31 @@ def influence_for_checkpoint(model: nn.Module, x01, k: int = 8, label: int | Non
     """proponents_opponents over a checkpoint's training split (indices are rows of load_checkpoint_split(meta,
     "train")); the training features are cached in the data root's cnnlib-cache/ folder (cnnlib.diagnose.neighbors'
     format, checked against the weights' hash)."""
-    from cnnlib.data.cache import cache_dir
-    from cnnlib.data.spec import checkpoint_data_spec, load_checkpoint_split
-    from cnnlib.diagnose.neighbors import _safe, model_key, read_entry, write_entry
+    from cnnlib.data.spec import load_checkpoint_split
     meta = getattr(model, "meta", None) or {}
-    spec = checkpoint_data_spec(meta, data or "", root)
-    key = f"{spec.key()}-train"
     x, y = load_checkpoint_split(meta, "train", data, root)
+    f = cached_train_features(model, x, y, data, root, lambda m, xs: train_features(m, xs, progress=progress))
+    return proponents_opponents(model, x01, train_y=y, k=k, label=label, features=f)
+
+
+def cached_train_features(model: nn.Module, x, y, data: str | None = None, root: str | None = None,
+                          compute=train_features) -> np.ndarray:
+    """train_features of a checkpoint's training split (x, y), read from or written to the data root's
+    cnnlib-cache/ folder (cnnlib.diagnose.neighbors' format, checked against the weights' hash and the labels);
+    `compute(model, x)` makes them on a miss (the dashboard passes one that draws a progress bar)."""
+    from cnnlib.data.cache import cache_dir
+    from cnnlib.data.spec import checkpoint_data_spec
+    from cnnlib.diagnose.neighbors import _safe, model_key, read_entry, write_entry
+    spec = checkpoint_data_spec(getattr(model, "meta", None) or {}, data or "", root)
+    key = f"{spec.key()}-train"
     expect = {"kind": "influence-features", "model": model_key(model), "data": key, "n": len(y)}
     folder, name = cache_dir(spec.root), f"influence-{expect['model']}-{_safe(key)}"
     hit = read_entry(folder, name, expect)
     if hit is not None and np.array_equal(hit[0]["labels"], y):
-        f = hit[0]["features"]
-    else:
-        f = train_features(model, x, progress=progress) if len(y) else np.zeros((0, 0), np.float32)
-        try:
-            write_entry(folder, name, {"features": f, "labels": np.asarray(y, np.int64)}, expect)
-        except OSError:
-            pass
-    return proponents_opponents(model, x01, train_y=y, k=k, label=label, features=f)
+        return hit[0]["features"]
+    f = compute(model, x) if len(y) else np.zeros((0, 0), np.float32)
+    try:
+        write_entry(folder, name, {"features": f, "labels": np.asarray(y, np.int64)}, expect)
+    except OSError:
+        pass                                   # a read-only or full cache folder: computed again next time
+    return f
