@@ -16,11 +16,13 @@ contradicts, the training images nearest a prediction, maps of feature space, an
                 folder_test_files, cached_test_predictions (the test split's files and predictions, cached)
     slices      SliceConfig, find_slices, slices_for_checkpoint, format_slices, slices_main (`cnnlib slices`):
                 groups of similar test images the model gets wrong far more often, worst first
+    tags        tags_path, checkpoint_identity, clean_tag, load_tags, tags_for, set_tag: a tag per test image,
+                kept in <checkpoint>.tags.json beside the checkpoint (refused when damaged or another checkpoint's)
     report      build_report, write_report, report_main (`cnnlib report`: one self-contained HTML file), ERRORS
     report_sections  the report's HTML sections: CSS, section, absent, summary_card, curves, confusion, per_class,
                 calibration_section, errors_section, label_section, slices_section, robustness_section, pct
 
 A new diagnosis goes here, beside the signals it reads; tests: tests/test_evaluate.py, tests/test_labels.py,
 tests/test_neighbors.py, tests/test_projection.py, tests/test_compare.py, tests/test_triage.py,
-tests/test_calibration.py, tests/test_robustness.py, tests/test_report.py.
+tests/test_calibration.py, tests/test_robustness.py, tests/test_report.py, tests/test_tags.py.
 """
