@@ -46,6 +46,8 @@ SECTIONS: dict[str, list[Entry]] = {
               "the whole test set as a 2-D map of the network's features"),
         Entry("views/label_issues.py", "Probably mislabelled", ":material/label_off:", "Label_issues",
               "test images whose label the model contradicts: the dataset's errors, not the model's"),
+        Entry("views/slices.py", "Failure slices", ":material/join_inner:", "Failure_slices",
+              "groups of similar test images the model gets wrong far more often than overall"),
         Entry("views/robustness.py", "Robustness", ":material/blur_on:", "Robustness",
               "accuracy under noise, blur, weather and digital corruptions, per class; the images that flip first"),
         Entry("views/compare.py", "Two models", ":material/compare:", "Compare",
