@@ -11,9 +11,10 @@ Features are what the classifier reads (`interpret.penultimate_features`), L2-no
 matrix-vector product is the cosine similarity: `Index.query(f (D,) or (Q, D), k)` -> (indices, sims),
 (k,) or (Q, k), exact, in a few milliseconds for 45,000 images of 128 numbers (bench/bench_diagnose.py).
 
-Lower level: `build_index(model, x_train, y_train, cache_dir, key)` for any images; `model_key(model)`
-names a network's weights (sha256 of the state dict); `write_entry` / `read_entry` are the disk format
-shared with cnnlib.diagnose.projection:
+Lower level: `build_index(model, x_train, y_train, cache_dir, key)` for any images; `index_from_store` builds
+it from cnnlib.diagnose.features' one pass per split (that module also holds `model_key(model)`, naming a
+network's weights by the sha256 of its state dict, and `write_entry` / `read_entry`, the disk format shared
+by the feature store, this index and cnnlib.diagnose.projection):
 
     <cache_dir>/<name>.<array>.npy   one .npy per array (features: float32 or float16 (N, D); labels int64 (N,))
     <cache_dir>/<name>.json          {"version", header fields..., "arrays": {array: {shape, dtype, crc32}}}
@@ -37,75 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlib.data.cache import _remove_stale
-from cnnlib.data.cache import cache_dir as data_cache_dir
+from cnnlib.diagnose.features import STORE_VERSION, _safe, model_key, read_entry, write_entry  # the disk format
 from cnnlib.errors import CNNLibError
-from cnnlib.io.files import atomic_write
 from cnnlib.models.anatomy import penultimate_features
 
-STORE_VERSION = 1
 DTYPES = ("float32", "float16")
-
-
-# -----------------------------------------------------------------------------
-# naming and the on-disk format
-
-def model_key(model: nn.Module) -> str:
-    """16 hex digits naming the network's architecture and weights (sha256 of the state dict's tensors)."""
-    h = hashlib.sha256(repr((getattr(model, "meta", None) or {}).get("model")).encode())
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().data if t.numel() else b"")
-    return h.hexdigest()[:16]
-
-
-def _safe(key: str) -> str:
-    """A key as a file-name part: kept when plain, else its hash."""
-    key = str(key)
-    return key if re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", key) else hashlib.sha1(key.encode()).hexdigest()[:16]
-
-
-def _crc(a: np.ndarray) -> int:
-    return zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B")) & 0xFFFFFFFF
-
-
-def write_entry(folder: str, name: str, arrays: dict[str, np.ndarray], header: dict) -> None:
-    """Write arrays + JSON header atomically (header last). Raises OSError on a read-only folder."""
-    os.makedirs(folder, exist_ok=True)
-    base = os.path.join(folder, name)
-    _remove_stale(base)
-    info = {}
-    for k, a in arrays.items():
-        a = np.ascontiguousarray(a)
-        atomic_write(f"{base}.{k}.npy", lambda f, a=a: np.save(f, a, allow_pickle=False))
-        info[k] = {"shape": list(a.shape), "dtype": str(a.dtype), "crc32": _crc(a)}
-    head = {"version": STORE_VERSION, **header, "arrays": info}
-    atomic_write(base + ".json", lambda f: f.write(json.dumps(head, sort_keys=True).encode()))
-
-
-def read_entry(folder: str, name: str, expect: dict) -> tuple[dict[str, np.ndarray], dict] | None:
-    """({array: copy-on-write memmap}, header) when the entry is complete, intact and its header has every
-    field of `expect` with the same value; else None (missing, short, corrupt or stale: rebuild)."""
-    base = os.path.join(folder, name)
-    try:
-        with open(base + ".json", encoding="utf-8") as f:
-            head = json.load(f)
-        if head.get("version") != STORE_VERSION or any(head.get(k) != v for k, v in expect.items()):
-            return None
-        out = {}
-        for k, info in head["arrays"].items():
-            path = f"{base}.{k}.npy"
-            a = np.load(path, mmap_mode="c", allow_pickle=False)    # raises on a short file; "c": writable for torch,
-            #                                                   the file itself never changes
-            if (str(a.dtype) != info["dtype"] or list(a.shape) != info["shape"]
-                    or (isinstance(a, np.memmap) and os.path.getsize(path) != a.offset + a.nbytes)
-                    or _crc(a) != info["crc32"]):
-                return None
-            out[k] = a
-        return out, head
-    except (OSError, ValueError, KeyError, TypeError, EOFError, AttributeError):
-        return None
 
 
 # -----------------------------------------------------------------------------
@@ -153,11 +90,13 @@ class Index:
 
 def build_index(model: nn.Module, x_train, y_train, cache_dir: str | None = None, key: str = "",
                 dtype: str = "float32", batch_size: int = 256, progress: str | None = None,
-                rebuild: bool = False) -> Index:
+                rebuild: bool = False, features=None) -> Index:
     """The neighbour index of images x_train (N, C, H, W) (uint8 or [0, 1]; memmaps are streamed) with
     labels y_train (N,), cached in `cache_dir` under (model_key(model), key) when a folder is given.
 
-    key: names the data (e.g. DataSpec.key() + "-train"); dtype "float32" or "float16" (half the disk).
+    key: names the data (e.g. DataSpec.key() + "-train"); dtype "float32" or "float16" (half the disk);
+    features: cnnlib.diagnose.features' result for these images ({"features" (N, D), "layer"}), or a function
+    returning it, called only on a cache miss: then no pass of its own.
     """
     if dtype not in DTYPES:
         raise CNNLibError(f"unknown index dtype {dtype!r}; choose from {', '.join(DTYPES)}")
@@ -174,7 +113,11 @@ def build_index(model: nn.Module, x_train, y_train, cache_dir: str | None = None
         hit = read_entry(cache_dir, name, expect)
         if hit is not None and np.array_equal(hit[0]["labels"], y):
             return Index(hit[0]["features"], hit[0]["labels"], hit[1], os.path.join(cache_dir, name))
-    out = penultimate_features(model, x_train, batch_size=batch_size, progress=progress)
+    if callable(features):
+        features = features()
+    out = features or penultimate_features(model, x_train, batch_size=batch_size, progress=progress)
+    if len(out["features"]) != len(y):
+        raise CNNLibError(f"{len(out['features'])} feature rows for {len(y)} labels: they describe other images")
     feats = _unit(out["features"]).astype(dtype)                                         # (N, D)
     header = {**expect, "layer": out["layer"], "d": int(feats.shape[1])}
     if cache_dir:
@@ -192,11 +135,21 @@ def index_for_checkpoint(model: nn.Module, split: str = "train", data: str | Non
                          dtype: str = "float32", progress: str | None = None) -> Index:
     """build_index on a checkpoint's own split (default: its training images), cached in the data root's
     cnnlib-cache/ folder; DatasetError (one sentence) when the data are not on disk."""
-    from cnnlib.data.spec import checkpoint_data_spec, load_checkpoint_split
+    from cnnlib.data.spec import load_checkpoint_split
+    from cnnlib.diagnose.features import checkpoint_feature_key
     meta = getattr(model, "meta", None) or {}
-    spec = checkpoint_data_spec(meta, data or "", root)
+    folder, key = checkpoint_feature_key(meta, split, data, root)
     x, y = load_checkpoint_split(meta, split, data, root)
-    return build_index(model, x, y, data_cache_dir(spec.root), f"{spec.key()}-{split}", dtype, progress=progress)
+    return index_from_store(model, x, y, folder, key, dtype, progress)
+
+
+def index_from_store(model: nn.Module, x, y, folder: str | None, key: str, dtype: str = "float32",
+                     progress=None) -> Index:
+    """build_index under (folder, key) whose features, on a miss, come from cnnlib.diagnose.features' store
+    (one pass per checkpoint and split, shared with influence, maps, triage and slices); `progress` as there."""
+    from cnnlib.diagnose.features import split_features
+    return build_index(model, x, y, folder, key, dtype,
+                       features=lambda: split_features(model, x, y, folder, key, progress=progress))
 
 
 def neighbors_of(model: nn.Module, index: Index, x01, k: int = 9, exclude=None) -> dict:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from cnnlib.errors import CNNLibError
 from cnnlib.models.anatomy import pca_2d, penultimate_features
-from cnnlib.diagnose.neighbors import _safe, model_key, read_entry, write_entry
+from cnnlib.diagnose.features import _safe, model_key, read_entry, write_entry
 
 METHODS = ("pca", "tsne", "umap")
 METHOD_LABELS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
@@ -136,14 +136,13 @@ def embedding_for_checkpoint(model: nn.Module, method: str = "pca", n: int | Non
                              progress: str | None = None, **opts) -> dict:
     """A checkpoint's split (test by default; or images x, labels y given here) projected to 2-D, cached
     under the data root (see the module docstring for the keys). n: a random subset of that many images."""
-    from cnnlib.data.spec import checkpoint_data_spec, load_checkpoint_split
-    from cnnlib.data.cache import cache_dir as data_cache_dir
+    from cnnlib.data.spec import load_checkpoint_split
+    from cnnlib.diagnose.features import checkpoint_feature_key, split_features
     opts = _options(method, opts)
     meta = getattr(model, "meta", None) or {}
     if x is None or y is None:
-        spec = checkpoint_data_spec(meta, data or "", root)
         x, y = load_checkpoint_split(meta, split, data, root)
-        folder, data_key = data_cache_dir(spec.root), f"{spec.key()}-{split}"
+        folder, data_key = checkpoint_feature_key(meta, split, data, root)
     else:                        # the caller's images: not cached (their content has no key here)
         folder, data_key = None, ""
     y = np.asarray(y).astype(np.int64)
@@ -154,11 +153,14 @@ def embedding_for_checkpoint(model: nn.Module, method: str = "pca", n: int | Non
     if hit is not None and np.array_equal(hit[0]["indices"], idx):
         xy, preds, seconds, cached = np.asarray(hit[0]["xy"]), np.asarray(hit[0]["preds"]), 0.0, True
     else:
-        sub = x[idx] if len(idx) < len(y) else x                  # (n, C, H, W): a gathered copy of the rows
-        out = penultimate_features(model, sub, progress=progress)
-        preds = out["preds"]
+        if folder:               # the split's features from the one store (all rows, once), then the sample's
+            store = split_features(model, x, y, folder, data_key, progress=progress)
+            feats, preds = np.asarray(store["features"][idx]), np.asarray(store["preds"][idx])
+        else:
+            out = penultimate_features(model, x[idx] if len(idx) < len(y) else x, progress=progress)
+            feats, preds = out["features"], out["preds"]
         t = time.perf_counter()
-        xy = project(out["features"], method, seed, **opts)
+        xy = project(feats, method, seed, **opts)
         seconds, cached = time.perf_counter() - t, False
         if folder:
             try:
