@@ -42,6 +42,8 @@ SECTIONS: dict[str, list[Entry]] = {
               "confusion matrix, per-class scores, calibration"),
         Entry("views/errors.py", "Errors", ":material/error:", "Errors",
               "the misclassified images, and why the model chose wrong"),
+        Entry("views/sample.py", "One image", ":material/image_search:", "One_image",
+              "one test image on its own: verdict, explanation, look-alikes, and your tag for it"),
         Entry("views/embeddings.py", "Embeddings", ":material/scatter_plot:", "Embeddings",
               "the whole test set as a 2-D map of the network's features"),
         Entry("views/label_issues.py", "Probably mislabelled", ":material/label_off:", "Label_issues",

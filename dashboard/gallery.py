@@ -1,7 +1,7 @@
 """The image gallery of the Errors page, shared by every page that lists test images (an embedding selection):
-cells of image, caption box and **Explain**; the explanation ("why this, why not that" saliency, and the
+cells of image, caption box, **Explain** and **Open** (the image on its own page, views/sample.py); the explanation ("why this, why not that" saliency, and the
 training images nearest to it) opens right under the pressed image's row. Every key starts with the page's
-prefix: <prefix>_gallery (or `key`), <prefix>_cell_<i>, <prefix>_btn_<i>, <prefix>_explain_panel, ...
+prefix: <prefix>_gallery (or `key`), <prefix>_cell_<i>, <prefix>_btn_<i>, <prefix>_open_<i>, <prefix>_explain_panel, ...
 
 With the triage verdicts (cnnlib.diagnose.triage, worked out on request: "Find out why"), each cell shows its
 verdict, confidence and one line of evidence, and the page filters by verdict (verdict_filter, keep_verdicts).
@@ -17,6 +17,7 @@ import compute
 import diagnose
 import imagepick
 import pictures
+import sample
 import ui
 import verdicts
 from checkpoints import Ctx
@@ -68,6 +69,7 @@ def show(ctx: Ctx, preds: dict, pixels, indices, prefix: str, key: str | None = 
                                 st.caption(evidence_line(r, classes, short=True))
                     st.button("Explain", key=f"{prefix}_btn_{i}", on_click=_explain, args=(prefix, i),
                               width="stretch", type="primary" if i == chosen else "secondary")
+                    sample.open_button(i, f"{prefix}_open_{i}")          # the image on its own page
             if chosen in shown[start:start + ncols]:          # the explanation right under the pressed image's row
                 with ui.guard("explaining the image"):
                     explanation_panel(ctx, preds, pixels, int(chosen), prefix)
@@ -76,29 +78,34 @@ def show(ctx: Ctx, preds: dict, pixels, indices, prefix: str, key: str | None = 
             explanation_panel(ctx, preds, pixels, int(chosen), prefix)   # filtered out meanwhile: keep it at the end
 
 
-def explanation_panel(ctx: Ctx, preds: dict, pixels, idx: int, prefix: str) -> None:
-    """Saliency for the predicted and the true class of test image `idx`, side by side, then its nearest
-    training images."""
+def explanation_panel(ctx: Ctx, preds: dict, pixels, idx: int, prefix: str, standalone: bool = False) -> None:
+    """Saliency for the predicted and the true class of test image `idx` (a correct one: the runner-up class),
+    side by side, then its nearest training images. standalone: the panel is the page's own (views/sample.py):
+    no Close button, no scroll."""
     classes = ctx.classes
     x = pixels[0]
     true, pred = int(preds["targets"][idx]), int(preds["preds"][idx])
+    other = true if true != pred else int(np.argsort(-np.asarray(preds["probs"][idx], np.float32))[1])
     with st.container(border=True, key=f"{prefix}_explain_panel"):
         head, close = st.columns([6, 1], vertical_alignment="center")
-        head.markdown(f"#### Why **{classes[pred]}**, why not **{classes[true]}**? (test image #{idx})")
-        close.button("Close", key=f"{prefix}_close", on_click=_explain, args=(prefix, None), icon=":material/close:")
+        head.markdown(f"#### Why **{classes[pred]}**, why not **{classes[other]}**? (test image #{idx})")
+        if not standalone:
+            close.button("Close", key=f"{prefix}_close", on_click=_explain, args=(prefix, None),
+                         icon=":material/close:")
         methods = compute.attribution_methods()
         method = ui.value(f"{prefix}_method", "saliency")
         method = method if method in methods else "saliency"
         scale = ui.value(f"{prefix}_scale", "shared")
         alpha = ui.value(f"{prefix}_alpha", 0.5)
         pick = imagepick.test_image(ctx, x, pixels[1], idx)
-        results = compute.attributions(ctx, pick, method, [pred, true], scale=scale)
+        results = compute.attributions(ctx, pick, method, [pred, other], scale=scale)
         probs = results[0]["probs"]
         views = [pictures.enlarge(x[idx], 160)] + [pictures.enlarge(pictures.overlay(pick.x01, r["heatmap"], alpha),
                                                                     160) for r in results]
         caps = [f"the image (true: {classes[true]})",
                 f"evidence for {classes[pred]} (predicted, {ui.pct(probs[pred])})",
-                f"evidence for {classes[true]} (true class, {ui.pct(probs[true])})"]
+                f"evidence for {classes[other]} ({'true class' if other == true else 'runner-up'}, "
+                f"{ui.pct(probs[other])})"]
         cols = st.columns([1, 1, 1, 1.4])
         for col, im, cap in zip(cols, views, caps):
             col.image(im, caption=cap, width="stretch")
@@ -111,13 +118,14 @@ def explanation_panel(ctx: Ctx, preds: dict, pixels, idx: int, prefix: str) -> N
             st.slider("Overlay opacity", 0.0, 1.0, step=0.05, **ui.kept(f"{prefix}_alpha", 0.5))
         st.caption(f"{methods[method]}: warm colours mark the pixels that most raise each class's score. "
                    "Where the two maps differ, the model found the predicted class's pattern and missed the "
-                   "true one's.")
+                   + ("true one's." if other == true else "runner-up's."))
         ui.download_png(pictures.side_by_side(views), f"explain-{idx}-{method}.png", key=f"{prefix}_explain_png")
         with ui.guard("finding the nearest training images"):
             neighbours_strip(ctx, pick, key=f"{prefix}_neighbours")
         with ui.guard("finding the most influential training images"):
             influence_strip(ctx, pick, key=f"{prefix}_influence")
-        ui.scroll_into_view(f"{prefix}_explain_panel", token=idx)   # a panel opened near the screen's edge comes in
+        if not standalone:
+            ui.scroll_into_view(f"{prefix}_explain_panel", token=idx)   # a panel opened near the edge comes in
 
 
 def neighbours_strip(ctx: Ctx, pick, k: int = diagnose.NEIGHBOURS_K, key: str = "neighbours",
@@ -181,10 +189,9 @@ def _triage_on(prefix: str, token: str) -> None:
     st.session_state[f"{prefix}_triage_on"] = token
 
 
-def verdict_filter(ctx: Ctx, preds: dict, pixels, prefix: str) -> dict | None:
-    """A "Find out why" button, then (once the verdicts are worked out, by any session) a verdict filter;
-    returns {"records": {test index: triage record}, "chosen": [verdicts]} or None (no verdicts yet, or one
-    sentence says why there are none)."""
+def triage_on_request(ctx: Ctx, preds: dict, pixels, prefix: str) -> dict | None:
+    """A "Find out why" button until pressed (or until any session has worked the verdicts out), then triage's
+    verdicts {test index: record}; None before, or with one sentence saying why there are none."""
     import testdata
     token = f"{ctx.key}|{testdata.pixels_key(ctx)}"
     if st.session_state.get(f"{prefix}_triage_on") != token and not verdicts.triage_ready(ctx, preds):
@@ -197,6 +204,13 @@ def verdict_filter(ctx: Ctx, preds: dict, pixels, prefix: str) -> dict | None:
     records = None
     with ui.guard("working out the verdicts"):                # a failure: one sentence, the gallery stays
         records = verdicts.triage(ctx, preds, pixels)
+    return records
+
+
+def verdict_filter(ctx: Ctx, preds: dict, pixels, prefix: str) -> dict | None:
+    """triage_on_request, then a verdict filter; returns {"records": {test index: triage record}, "chosen":
+    [verdicts]} or None (no verdicts yet, or one sentence says why there are none)."""
+    records = triage_on_request(ctx, preds, pixels, prefix)
     if records is None:
         return None
     counts = {v: sum(r["verdict"] == v for r in records.values()) for v in VERDICTS}
@@ -218,6 +232,16 @@ def keep_verdicts(res: dict, verdicts: dict | None, limit: int) -> dict:
            else v for k, v in res.items()}
     out["count"] = int(keep.sum())
     return out
+
+
+def keep_indices(indices, verdicts: dict | None) -> np.ndarray:
+    """Test images `indices` cut to the chosen verdicts; with every verdict chosen (or none worked out), all of
+    them, correct ones included."""
+    idx = np.asarray(indices, np.int64).reshape(-1)
+    if verdicts is None or set(verdicts["chosen"]) >= set(VERDICTS):
+        return idx
+    recs, chosen = verdicts["records"], set(verdicts["chosen"])
+    return idx[np.array([recs.get(int(i), {}).get("verdict") in chosen for i in idx], bool)]
 
 
 def with_verdicts(rows: list[dict], verdicts: dict | None, classes: list[str]) -> list[dict]:

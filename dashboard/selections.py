@@ -1,7 +1,8 @@
 """Tagged selections: sets of test images picked on one page (a confusion-matrix cell, an embedding selection,
 the label-issue list, a disagreement list) kept under a name in this browser session, listed on the Selections
 page and exported as CSV by cnnlib.diagnose.compare.selection_csv (index, file path for ImageFolder data, label,
-prediction, confidence, score, tag). A tagged set keeps its CSV rows, so it survives switching checkpoints."""
+prediction, confidence, score, tag). A tagged set keeps its CSV rows, so it survives switching checkpoints.
+Also the images tagged one by one on the One image page (saved beside the checkpoint: dashboard/sample.py)."""
 from __future__ import annotations
 
 import csv
@@ -14,6 +15,7 @@ import streamlit as st
 import diagnose
 import ui
 from checkpoints import Ctx
+from cnnlib.errors import CNNLibError
 
 _STATE = "selections.sets"      # session state: {name: {"kind", "checkpoint", "count", "csv", "created"}}
 
@@ -67,6 +69,32 @@ def tag_box(ctx: Ctx, preds: dict, indices, prefix: str, kind: str, default_name
         problem = st.session_state.pop(f"{_STATE}.error", None)
         if problem:
             st.error(f"Could not tag the images: {problem}")
+
+
+def image_tags(ctx: Ctx | None) -> int:
+    """The open checkpoint's images tagged one by one (its tags file): a table whose row opens that image on the
+    One image page, and a CSV; nothing when there are none (or for an uploaded checkpoint). Returns their count."""
+    import sample
+    if ctx is None or sample.checkpoint_file(ctx) is None:
+        return 0
+    try:
+        found = sample.tagged(ctx)
+    except CNNLibError as e:
+        st.error(ui.capitalised(ui.one_sentence(str(e))))
+        return 0
+    if not found:
+        return 0
+    st.subheader(f"Images tagged one by one ({len(found):,}, {ctx.label})")
+    rows = [{"index": i, "label": e.get("label") or "", "tag": e["tag"], "file": e.get("path") or "",
+             "saved (UTC)": (e.get("updated") or "")[:16].replace("T", " ")} for i, e in sorted(found.items())]
+    event = st.dataframe(rows, hide_index=True, width="stretch", key="sel_image_tags", on_select="rerun",
+                         selection_mode="single-row")
+    st.caption("Kept in the checkpoint's tags file beside it; pick a row to open that image.")
+    ui.download_csv(rows, "image-tags.csv", key="sel_image_tags_csv")
+    picked = (event or {}).get("selection", {}).get("rows", []) if event else []
+    if picked and picked[0] < len(rows):
+        sample.go_to(rows[picked[0]]["index"])
+    return len(found)
 
 
 def _tag(name: str, kind: str, ctx: Ctx, preds: dict, idx, scores) -> None:

@@ -13,6 +13,7 @@ import diagnose
 import frame
 import gallery
 import pictures
+import sample
 import selections
 import testdata
 import ui
@@ -138,6 +139,7 @@ with ui.guard("showing the selected images"):
             t, p = int(pixels[1][i]), int(preds["preds"][i])
             st.image(pictures.enlarge(pixels[0][i], 192), width="stretch",
                      caption=f"#{i} · true {classes[t]} · predicted {classes[p]} {ui.pct(preds['probs'][i][p])}")
+            sample.open_button(i, "emb_point_open", label="Open this image")
         else:
             st.caption("Click a point to see its image here.")
     if len(chosen):
@@ -161,7 +163,8 @@ with ui.guard("showing the selected images"):
                                     format_func={"loss": "loss (hardest first)",
                                                  "confidence": "confidence (most sure first)"}.get,
                                     **ui.kept("emb_sort", "loss"))
-                ordered = compute.selection_order(chosen, preds, order_by)
+                verdicts = gallery.verdict_filter(ctx, preds, pixels, prefix="emb_sel")   # None until pressed
+                ordered = gallery.keep_indices(compute.selection_order(chosen, preds, order_by), verdicts)
                 size = compute.SELECTION_PAGE
                 pages = max(1, math.ceil(len(ordered) / size))
                 page = int(s2.number_input(f"Page (of {pages})", 1, pages, **ui.kept("emb_page", 1, bounds=(1, pages))))
@@ -170,7 +173,7 @@ with ui.guard("showing the selected images"):
                            f"{size} per page.")
                 selections.tag_box(ctx, preds, ordered, "emb", "embedding selection", f"{axis} selection",
                                    f"embedding-{method}-selection.csv")
-            gallery.show(ctx, preds, pixels, part, prefix="emb_sel", key="emb_selected")
+            gallery.show(ctx, preds, pixels, part, prefix="emb_sel", key="emb_selected", verdicts=verdicts)
     else:
         st.caption("Click a point, or pick the lasso in the chart's toolbar and circle several, to list their "
                    "images here.")

@@ -7,6 +7,7 @@ import compute
 import confusion
 import report
 import frame
+import sample
 import selections
 import testdata
 import ui
@@ -159,7 +160,7 @@ with ui.guard("showing the images of a cell"):
                     "most confident first.")
         if res["count"] and res["images"] is not None:
             caps = [f"#{i} · {ui.pct(c)}" for i, c in zip(res["indices"].tolist(), res["confidence"].tolist())]
-            ui.image_grid(res["images"], caps, key="eval_cell_grid")
+            sample.grid(res["images"], res["indices"], caps, key="eval_cell_grid", prefix="eval_cell")
         elif res["count"]:
             testdata.test_pixels(ctx, why="Showing the images of a cell")
             st.dataframe([{"index": int(i), "confidence": ui.pct(c)} for i, c in zip(res["indices"], res["confidence"])],

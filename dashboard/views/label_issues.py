@@ -6,6 +6,7 @@ import streamlit as st
 import compute
 import diagnose
 import frame
+import sample
 import selections
 import testdata
 import ui
@@ -73,7 +74,7 @@ with ui.guard("drawing the gallery"):
         st.caption("Under each image: its index, the given label → the suggested label, and the score.")
         caps = [f"#{i} {r['given label']} → {r['suggested label']} · {r['score']:.2f}"
                 for i, r in zip(shown.tolist(), rows)]
-        ui.image_grid(pixels[0][shown], caps, size=120, key="li_gallery")
+        sample.grid(pixels[0][shown], shown, caps, key="li_gallery", prefix="li", size=120, ncols=7)
     else:
         testdata.test_pixels(ctx, why="The gallery")
     if rows:

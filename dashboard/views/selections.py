@@ -1,21 +1,27 @@
-"""The selections tagged on other pages in this browser session: a list, a preview of each, CSV downloads."""
+"""The selections tagged on other pages in this browser session: a list, a preview of each, CSV downloads; and
+the images tagged one by one on the One image page (kept beside the checkpoint)."""
 import streamlit as st
 
 import frame
 import selections
 import ui
 
-frame.begin(
+ctx = frame.begin(
     "Sets of test images you tagged elsewhere — a confusion-matrix cell (Evaluation), a lasso on the map "
     "(Embeddings), the probably-mislabelled list, the images two models disagree on — kept for this browser "
     "session, whichever checkpoint is open now. Each downloads as a CSV (index in the test split, the image "
     "file for folder datasets, label, prediction, confidence, score, tag) to relabel, retrain or share.",
     needs_model=False)
 
+one_by_one = 0
+with ui.guard("listing the images tagged one by one"):
+    one_by_one = selections.image_tags(ctx)
+
 sets = selections.tagged()
 if not sets:
-    st.info("Nothing tagged yet: press **Tag** under a list of images on the Evaluation, Embeddings, Probably "
-            "mislabelled or Two models page.")
+    st.info(("No sets of images tagged yet" if one_by_one else "Nothing tagged yet")
+            + ": press **Tag** under a list of images on the Evaluation, Embeddings, Probably mislabelled or Two "
+              "models page (or save a tag for one image on its own page: **Open** under it).")
     st.stop()
 
 with ui.guard("listing the selections"):
