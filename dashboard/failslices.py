@@ -94,10 +94,10 @@ def distinct(values, indices) -> int:
 
 
 def verdict_mix(indices, records: dict) -> dict:
-    """{verdict: count} of the slice's mistakes that have a triage verdict, in the order of their first (most
-    typical) image, as cnnlib's find_slices(verdicts=...) counts them."""
+    """{verdict: count} of the slice's mistakes that have a triage verdict, as cnnlib's find_slices(verdicts=...)
+    counts them; the most frequent first (ties: the verdict of the more typical image first)."""
     names = [records[int(i)]["verdict"] for i in indices if int(i) in records]
-    return {v: names.count(v) for v in sorted(set(names), key=names.index)}
+    return {v: names.count(v) for v in sorted(set(names), key=lambda v: (-names.count(v), names.index(v)))}
 
 
 def p_text(p: float) -> str:

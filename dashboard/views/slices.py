@@ -82,6 +82,8 @@ c1.markdown(f"**{len(found)}** failure slice{'s' if len(found) > 1 else ''} amon
             f"error rate: **{ui.pct(base)}**), ranked by size × excess error.")
 top = int(c2.number_input("Slices shown", 1, len(found), **ui.kept("slices_top", min(10, len(found)),
                                                                      bounds=(1, len(found)))))
+st.caption(f"Beside each slice, its {cfg.typical} most typical images (nearest its centre in the network's "
+           "features) with their true class → the prediction (✓ when right).")
 opened = st.session_state.get("slices_open")
 opened = opened[1] if opened and opened[0] == token else None
 
@@ -89,40 +91,39 @@ opened = opened[1] if opened and opened[0] == token else None
 def card(s: dict) -> None:
     rank, size = s["rank"], s["size"]
     with st.container(border=True, key=f"slices_card_{rank}"):
+        head, show = st.columns([3, 1], vertical_alignment="center")
+        head.markdown(f"#### {rank}. {size:,} images, {ui.pct(s['error_rate'])} wrong")
+        shown = opened == rank
+        show.button("Hide its images" if shown else f"Show its {size:,} images", key=f"slices_show_{rank}",
+                    icon=":material/photo_library:", on_click=_open, args=(None if shown else rank,),
+                    type="primary" if shown else "secondary", width="stretch")
         left, right = st.columns([2, 3])
-        with left:
-            st.markdown(f"#### {rank}. {size:,} images, {ui.pct(s['error_rate'])} wrong")
-            st.markdown(f"**{s['errors']:,}** of {size:,} wrong against the model's {ui.pct(base)}: "
-                        f"**+{100 * s['excess']:.1f} points** (binomial p = {failslices.p_text(s['p_value'])}).")
-            true_mix = failslices.mix(s["classes"], size, failslices.distinct(preds["targets"], s["indices"]), classes)
-            pred_mix = failslices.mix(s["predicted"], size, failslices.distinct(preds["preds"], s["indices"]),
-                                      classes)
-            st.markdown(f"**Classes:** {true_mix}  \n**Predicted as:** {pred_mix}")
-            if records is not None:
-                mix = failslices.verdict_mix(s["indices"], records)
-                st.markdown("**Why wrong:** " + " ".join(f":{gallery.COLOURS.get(v, 'gray')}-badge[{v} {k}]"
-                                                          for v, k in mix.items()) if mix else
-                            "**Why wrong:** no verdicts for its mistakes.")
-            shown = opened == rank
-            st.button("Hide its images" if shown else f"Show its {size:,} images", key=f"slices_show_{rank}",
-                      icon=":material/photo_library:", on_click=_open, args=(None if shown else rank,),
-                      type="primary" if shown else "secondary")
-        with right:
-            typical = [int(i) for i in s["typical"]]
-            caps = [f"#{i} {classes[int(preds['targets'][i])]}" + (
-                " ✓" if preds["preds"][i] == preds["targets"][i] else f" → {classes[int(preds['preds'][i])]}")
-                for i in typical]
-            with st.container(key=f"slices_typical_{rank}"):
-                st.image([pictures.enlarge(x[i], 80) for i in typical], caption=caps, width=80)
-            st.caption(f"Its {len(typical)} most typical images (nearest the slice's centre in the network's "
-                       "features), true class → prediction.")
+        left.markdown(f"**{s['errors']:,}** of {size:,} wrong against the model's {ui.pct(base)}: "
+                      f"**+{100 * s['excess']:.1f} points** (binomial p = {failslices.p_text(s['p_value'])}).")
+        true_mix = failslices.mix(s["classes"], size, failslices.distinct(preds["targets"], s["indices"]), classes)
+        pred_mix = failslices.mix(s["predicted"], size, failslices.distinct(preds["preds"], s["indices"]), classes)
+        right.markdown(f"**Classes:** {true_mix}  \n**Predicted as:** {pred_mix}")
+        if records is not None:
+            mix = failslices.verdict_mix(s["indices"], records)
+            right.markdown("**Why wrong:** " + " ".join(f":{gallery.COLOURS.get(v, 'gray')}-badge[{v} {k}]"
+                                                        for v, k in mix.items()) if mix else
+                           "**Why wrong:** no verdicts for its mistakes.")
+        typical = [int(i) for i in s["typical"]]
+        caps = [f"#{i} {classes[int(preds['targets'][i])]}" + (
+            " ✓" if preds["preds"][i] == preds["targets"][i] else f" → {classes[int(preds['preds'][i])]}")
+            for i in typical]
+        with st.container(key=f"slices_typical_{rank}"):
+            st.image([pictures.enlarge(x[i], 96) for i in typical], caption=caps, width=96)
 
 
 def images(s: dict) -> None:
     """The slice's images in the gallery (paged), with Explain under each and a tag box for the whole slice."""
     rank = s["rank"]
     with st.container(key="slices_selected"):
-        st.subheader(f"Slice {rank}: its {s['size']:,} images")
+        head, close = st.columns([6, 1], vertical_alignment="center")
+        head.subheader(f"Slice {rank}: its {s['size']:,} images")
+        close.button("Close", key="slices_close", on_click=_open, args=(None,), icon=":material/close:",
+                     width="stretch")
         c1, c2 = st.columns([2, 1])
         order_by = c1.radio("Order", ["typical", "loss"], horizontal=True, **ui.kept("slices_sort", "typical"),
                             format_func={"typical": "most typical first", "loss": "loss (hardest first)"}.get)
@@ -153,7 +154,7 @@ if opened is not None and opened > top and opened <= len(found):
 
 with ui.guard("listing the slices"):
     rows = failslices.table(found, classes, preds)
-    with st.expander(f"All {len(found)} slices as a table"):
+    with st.expander(f"All {len(found)} slices as a table" if len(found) > 1 else "The slice as a table"):
         st.dataframe(rows, hide_index=True, width="stretch", key="slices_table")
     ui.download_csv(rows, "failure-slices.csv", key="slices_csv")
     st.caption(f"A slice has at least {cfg.min_size} images, and its error rate passes a binomial test against the "
