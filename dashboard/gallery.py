@@ -189,13 +189,14 @@ def _triage_on(prefix: str, token: str) -> None:
     st.session_state[f"{prefix}_triage_on"] = token
 
 
-def triage_on_request(ctx: Ctx, preds: dict, pixels, prefix: str) -> dict | None:
+def triage_on_request(ctx: Ctx, preds: dict, pixels, prefix: str, stacked: bool = False) -> dict | None:
     """A "Find out why" button until pressed (or until any session has worked the verdicts out), then triage's
-    verdicts {test index: record}; None before, or with one sentence saying why there are none."""
+    verdicts {test index: record}; None before, or with one sentence saying why there are none. stacked: the
+    button above its caption (a narrow column), not beside it."""
     import testdata
     token = f"{ctx.key}|{testdata.pixels_key(ctx)}"
     if st.session_state.get(f"{prefix}_triage_on") != token and not verdicts.triage_ready(ctx, preds):
-        c1, c2 = st.columns([1, 4], vertical_alignment="center")
+        c1, c2 = (st.container(), st.container()) if stacked else st.columns([1, 4], vertical_alignment="center")
         c1.button("Find out why", key=f"{prefix}_triage_btn", icon=":material/troubleshoot:", on_click=_triage_on,
                   args=(prefix, token), width="stretch")
         c2.caption("A verdict for every mistake (label error, ambiguous, out of distribution, model error) with "

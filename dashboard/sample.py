@@ -49,9 +49,11 @@ def grid(images, indices, captions: list[str], key: str, prefix: str, size: int 
             st.caption("No images.")
             return
         for start in range(0, len(idx), ncols):
-            for col, j in zip(st.columns(ncols), range(start, min(start + ncols, len(idx)))):
+            row = range(start, min(start + ncols, len(idx)))
+            for col, j in zip(st.columns(ncols), row):
+                col.image(pictures.enlarge(images[j], size), caption=captions[j], width=size)
+            for col, j in zip(st.columns(ncols), row):      # a row of its own: in line under captions of any length
                 with col:
-                    st.image(pictures.enlarge(images[j], size), caption=captions[j], width=size)
                     open_button(idx[j], f"{prefix}_open_{idx[j]}")
 
 
@@ -124,14 +126,14 @@ def verdict_box(ctx: Ctx, preds: dict, pixels, i: int) -> None:
         if pixels is None:
             st.caption("The verdict needs the test images, and they are not on disk.")
             return
-        records = gallery.triage_on_request(ctx, preds, pixels, "sample")
+        st.markdown("**Why is it wrong?**")
+        records = gallery.triage_on_request(ctx, preds, pixels, "sample", stacked=True)
         r = (records or {}).get(i)
         if records is not None and r is None:
             st.caption("The triage gave this image no verdict.")
         if r is None:
             return
-        st.markdown(f"**Why it is wrong:** :{gallery.COLOURS[r['verdict']]}-badge[{r['verdict']}] "
-                    f"{r['confidence']:.0%} sure")
+        st.markdown(f":{gallery.COLOURS[r['verdict']]}-badge[{r['verdict']}] {r['confidence']:.0%} sure")
         st.markdown(gallery.evidence_line(r, classes) + ".")
         st.caption(f"The rule's line that decided: {r['evidence']['rule']}.")
 
@@ -140,9 +142,10 @@ def show_image(ctx: Ctx, pixels, i: int, size: int = 256) -> None:
     """The test image as the model sees it (its input size), enlarged without smoothing."""
     x = pixels[0][i]
     h, w = int(x.shape[-2]), int(x.shape[-1])
-    st.image(pictures.enlarge(x, size), width=size,
-             caption=f"#{i} as the model sees it: {w}\u00a0×\u00a0{h} pixels, shown {max(1, size // max(h, w))}× "
-                     "larger, no smoothing")
+    with st.container(key="sample_image"):
+        st.image(pictures.enlarge(x, size), width=size,
+                 caption=f"#{i} as the model sees it: {w}\u00a0×\u00a0{h} pixels, shown {max(1, size // max(h, w))}× "
+                         "larger, no smoothing")
 
 
 # ----------------------------------------------------------------------------- similar test images
