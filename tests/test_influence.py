@@ -1,8 +1,10 @@
 """TracIn influence on the final layer: a planted duplicate of a training image with a wrong label is among the
-top opponents or proponents of that image; the scores are Captum's and match the closed form of the last layer."""
+top opponents or proponents of that image; the closed form equals Captum's TracInCPFast (a small random case,
+and the tiny checkpoint), in memory-bounded chunks and from the cache of training-side gradients."""
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from cnnlib.errors import CNNLibError
 from cnnlib.explain.influence import influence_for_checkpoint, proponents_opponents, train_features
@@ -52,6 +54,10 @@ def test_scores_match_the_final_layer_closed_form(setup):
     idx, scores = res["proponents"]["indices"], res["proponents"]["scores"]
     assert np.allclose(scores, want[idx], rtol=1e-3, atol=1e-4)
     assert idx[0] == int(np.argmax(want))
+    ref = proponents_opponents(model, x[5], train_y=y, features=f, k=len(y), engine="captum")
+    got = np.empty(len(y))
+    got[ref["proponents"]["indices"]] = ref["proponents"]["scores"]
+    assert np.allclose(scores, got[idx], rtol=1e-5, atol=1e-6 * np.abs(got).max())
 
 
 def test_bad_inputs_and_checkpoint_cache(setup, tiny_ckpt):
@@ -102,3 +108,95 @@ def test_scaled_logits_are_followed_and_a_head_that_is_not_linear_is_refused(set
         model.fc[0].weight.mul_(50.0)                                          # ... well into saturation
     with pytest.raises(CNNLibError, match="Linear"):
         proponents_opponents(model, x[3], x, y)
+
+
+class _Scaled(nn.Module):
+    """A tiny network whose logits are its last Linear layer's output times 0.25 (as resnet9's 1/8)."""
+
+    def __init__(self, d=6, k=5):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, d), nn.Tanh())
+        self.fc = nn.Linear(d, k)
+
+    def forward(self, x):
+        return self.fc(self.body(x)) * 0.25
+
+
+def _small_random_case(n=60, seed=0):
+    torch.manual_seed(seed)
+    model = _Scaled().eval()
+    with torch.no_grad():
+        model.fc.weight.mul_(4.0)                                  # confident logits: softmax far from uniform
+        model.fc.bias.copy_(torch.linspace(-3, 3, 5))              # a bias that matters
+    model.meta = {"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "input_shape": [3, 4, 4],
+                  "classes": list("abcde")}
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(n, 6)).astype(np.float32)                 # any training features (N, D)
+    y = rng.integers(0, 5, n)
+    x = rng.integers(0, 256, (3, 4, 4)).astype(np.uint8)           # the query image
+    return model, x, f, y
+
+
+def _all_scores(res, n):
+    out = np.full(n, np.nan)
+    out[res["proponents"]["indices"]] = res["proponents"]["scores"]
+    return out
+
+
+def test_closed_form_equals_captum_tracincpfast_on_a_small_random_case():
+    from captum.influence import TracInCPFast
+    from torch.utils.data import DataLoader, TensorDataset
+    model, x, f, y = _small_random_case()
+    for label in (None, 3):
+        res = proponents_opponents(model, x, train_y=y, features=f, k=len(y), label=label)
+        got = _all_scores(res, len(y))
+        assert not np.isnan(got).any()
+        # Captum itself, built here: the network's head on the features, the layer's gradients
+        head = nn.Sequential(model.fc)
+        head.forward = lambda feats: model.fc(feats) * 0.25
+        loader = DataLoader(TensorDataset(torch.from_numpy(f), torch.from_numpy(y)), batch_size=16)
+        tracin = TracInCPFast(head, model.fc, loader, checkpoints=[0], checkpoints_load_func=lambda m, c: 1.0,
+                              loss_fn=nn.CrossEntropyLoss(reduction="sum"), batch_size=16)
+        with torch.no_grad():
+            ft = model.body(((torch.from_numpy(x).float() / 255 - 0.5) / 0.25)[None])
+        want = tracin.influence((ft, torch.tensor([res["label"]])), k=None)[0].detach().numpy()
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+        assert np.ptp(want) > 1e-3                                  # not a degenerate all-equal case
+    res_c = proponents_opponents(model, x, train_y=y, features=f, k=len(y), label=3, engine="captum", batch_size=7)
+    assert np.allclose(_all_scores(res_c, len(y)), got, rtol=1e-5, atol=1e-6 * np.abs(got).max())
+    with pytest.raises(CNNLibError, match="engine"):
+        proponents_opponents(model, x, train_y=y, features=f, engine="fast")
+
+
+def test_chunks_and_cached_gradients_agree_and_follow_changes(monkeypatch):
+    import gc
+
+    from cnnlib.explain import influence
+    from modeltools import assert_unchanged, snapshot
+    model, x, f, y = _small_random_case(n=50, seed=1)
+    snap = snapshot(model)
+    cached = _all_scores(proponents_opponents(model, x, train_y=y, features=f, k=len(y)), len(y))
+    assert id(f) in influence._GRADS                                # the training-side gradients are kept
+    assert_unchanged(model, snap)                                   # no hooks or mode change on the shared model
+    again = _all_scores(proponents_opponents(model, x, train_y=y, features=f, k=len(y)), len(y))
+    assert np.array_equal(cached, again)
+    monkeypatch.setattr(influence, "_CACHE_BYTES", 0)               # too big to keep: chunks of 7 rows
+    chunked = _all_scores(proponents_opponents(model, x, train_y=y, features=f.copy(), k=len(y), batch_size=7),
+                          len(y))
+    assert np.allclose(chunked, cached, rtol=1e-5, atol=1e-7)
+    monkeypatch.undo()
+    y2 = (y + 1) % 5                                                # other labels, same features array
+    fresh = _all_scores(proponents_opponents(model, x, train_y=y2, features=f.copy(), k=len(y)), len(y))
+    assert np.array_equal(_all_scores(proponents_opponents(model, x, train_y=y2, features=f, k=len(y)), len(y)),
+                          fresh) and not np.allclose(fresh, cached)
+    with torch.no_grad():
+        model.fc.weight.mul_(0.5)                                   # new weights, same features array
+    fresh = _all_scores(proponents_opponents(model, x, train_y=y, features=f.copy(), k=len(y)), len(y))
+    assert np.array_equal(_all_scores(proponents_opponents(model, x, train_y=y, features=f, k=len(y)), len(y)),
+                          fresh) and not np.allclose(fresh, cached)
+    key = id(f)
+    del f
+    gc.collect()
+    assert key not in influence._GRADS                              # dropped with its features array
+    with pytest.raises(CNNLibError, match="class indices"):
+        proponents_opponents(model, x, train_y=np.full(50, 7), features=np.ones((50, 6), np.float32))

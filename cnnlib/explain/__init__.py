@@ -6,7 +6,8 @@ whether to trust those maps (sanity checks, deletion/insertion), and what a chan
     faithfulness  deletion_insertion, faithfulness_table, baseline_image
     featurevis    visualize_channel (optimised from noise), channel_scores, top_activating
     influence     proponents_opponents, influence_for_checkpoint, train_features, cached_train_features (TracIn on the final layer,
-                  captum.influence: the training images that pushed a prediction, for and against)
+                  in closed form, equal to captum.influence's TracInCPFast: the training images that pushed a
+                  prediction, for and against; a query is two matrix-vector products over cached features)
 
 A new attribution method goes in attribution (METHODS and its options); tests: tests/test_attribution.py,
 tests/test_teach_sanity.py, tests/test_faithfulness.py, tests/test_teach_featurevis.py, tests/test_influence.py.
