@@ -1,11 +1,17 @@
-"""Timings of "why is the model wrong" (label issues, neighbours, 2-D maps, CAM family, faithfulness) on CPU.
+"""Timings of "why is the model wrong" (label issues, TracIn influence, neighbours, 2-D maps, CAM family,
+faithfulness) on CPU.
 
     python bench/bench_diagnose.py [--model simple_cnn] [--repeats 5] [--faith-n 20] [--skip-maps]
+    python bench/bench_diagnose.py --influence-only         # the influence rows alone (under a minute)
 
 Uses the shipped checkpoints (checkpoints/<model>.pt, checkpoints/resnet9.pt) and their CIFAR-10 data when
 it is on disk (.cache/cifar10-jpeg; rows that need pixels are skipped otherwise). The neighbour index and
 the 2-D maps are cached in the data root's cnnlib-cache/ folder; this script times a cold build once (it
-rebuilds on purpose), then the cached reads. Exit code 1 when a target is missed.
+rebuilds on purpose), then the cached reads. Influence: one query over resnet9's training features (computed or
+read from the cache first, not counted), the closed form against the old path (the query's features from
+penultimate_features' folded copy, then Captum's TracInCPFast over a DataLoader of the features) in the same run,
+and a synthetic 1,000-class head (45,000 x 512 features) whose gradients are too big to keep (chunked).
+Exit code 1 when a target is missed.
 """
 import argparse
 import os
@@ -20,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import cpu_name, timed  # noqa: E402
 from cnnlib.explain import attribution
 from cnnlib.explain import faithfulness
+from cnnlib.explain import influence
 from cnnlib.diagnose import labels
 from cnnlib.diagnose import neighbors
 from cnnlib.diagnose import projection
@@ -49,6 +56,41 @@ def knn_accuracy(xy: np.ndarray, y: np.ndarray, k: int = 10) -> float:
     return float(cross_val_score(KNeighborsClassifier(k), xy, y, cv=3).mean())
 
 
+def influence_rows(row, r9, repeats: int) -> None:
+    """TracIn proponents / opponents of one resnet9 test image over its ~45,000 training images."""
+    from torch import nn
+    x_train, y_train = load_checkpoint_split(r9.meta, "train")
+    x_test, _ = load_checkpoint_split(r9.meta, "test")
+    t, f = once(lambda: influence.cached_train_features(r9, x_train, y_train))
+    row(f"influence: resnet9 training features {f.shape[0]:,} x {f.shape[1]} (once; not counted)", t)
+    imgs = iter([np.array(x_test[i]) for i in range(1000)])
+    y = np.asarray(y_train)
+    t, res = once(lambda: influence.proponents_opponents(r9, next(imgs), train_y=y, features=f, k=8))
+    row("influence query, first (keeps the training-side gradients)", t, 5.0)
+    new = timed(lambda: influence.proponents_opponents(r9, next(imgs), train_y=y, features=f, k=8), repeats)
+    row("influence query, top 8 both ends (closed form)", new, 5.0)
+    cap = timed(lambda: influence.proponents_opponents(r9, next(imgs), train_y=y, features=f, k=8,
+                                                       engine="captum"), max(1, repeats // 2))
+    row("influence query, engine='captum' (TracInCPFast scoring)", cap, None, f"{cap / new:.0f}x the closed form")
+
+    def old():                                   # the path before the closed form, step by step
+        out = penultimate_features(r9, torch.from_numpy(next(imgs))[None])          # folded copy of the network
+        w, b, s = influence._head(r9, out["layer"], out["features"][0], out["logits"][0])
+        scores = influence._captum(w, b, s, f, y, out["features"][0], int(out["preds"][0]), 4096)
+        return torch.topk(torch.from_numpy(scores), 8)
+    t_old = timed(old, max(1, repeats // 2))
+    row("influence query, old path (penultimate_features + Captum)", t_old, None, f"{t_old / new:.0f}x the new one")
+
+    torch.manual_seed(0)                         # 1,000 classes: G (45,000 x 1,000) is 180 MB, recomputed in chunks
+    big = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 512), nn.ReLU(), nn.Linear(512, 1000)).eval()
+    big.meta = {"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "input_shape": [3, 8, 8]}
+    fb = np.abs(np.random.default_rng(0).normal(size=(45_000, 512))).astype(np.float32)
+    yb = np.random.default_rng(1).integers(0, 1000, 45_000)
+    qb = np.random.default_rng(2).integers(0, 256, (3, 8, 8)).astype(np.uint8)
+    t = timed(lambda: influence.proponents_opponents(big, qb, train_y=yb, features=fb, k=8), max(1, repeats // 2))
+    row("influence query, 1,000 classes, 45,000 x 512 (chunks of 4,096)", t, 5.0)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="simple_cnn", help="checkpoints/<model>.pt for neighbours, maps and CAMs")
@@ -57,6 +99,7 @@ def main() -> int:
     p.add_argument("--map-n", type=int, default=10_000, help="points in the t-SNE / UMAP maps")
     p.add_argument("--skip-maps", action="store_true", help="skip t-SNE and UMAP (minutes on 2 cores)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave the default)")
+    p.add_argument("--influence-only", action="store_true", help="only the TracIn influence rows")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,6 +117,13 @@ def main() -> int:
 
     # 1. label issues from resnet9's stored test probabilities (no data needed)
     r9 = load_model(os.path.join(ROOT, "checkpoints", "resnet9.pt"))
+    if args.influence_only:
+        try:
+            influence_rows(row, r9, args.repeats)
+        except CNNLibError as e:
+            print(f"(no CIFAR-10 pixels: {e}; the influence rows need them)")
+            return 1
+        return 1 if failed else 0
     labels.label_issues_for(r9.meta)                       # warm-up: cleanlab's lazy imports
     t, issues = once(lambda: labels.label_issues_for(r9.meta))
     row("label issues, resnet9, 10,000 test images (cleanlab)", t, 2.0, f"{issues['n_issues']} flagged")
@@ -86,6 +136,7 @@ def main() -> int:
         print(f"(no CIFAR-10 pixels: {e}; the rows below need them)")
         return 1 if failed else 0
     spec = checkpoint_data_spec(model.meta)
+    influence_rows(row, r9, args.repeats)
 
     # 2. neighbour index of the training split
     folder, key = cache_dir(spec.root), f"{spec.key()}-train"
