@@ -60,15 +60,16 @@ def _paths(meta: dict, data: str | None, root: str | None, n: int) -> list[str] 
     return [os.path.relpath(f, source) for f in files]
 
 
-def _triage(model, data, root) -> tuple[dict, str | None]:
-    """{test index: record} from cnnlib.diagnose.triage, or ({}, one sentence) when it is missing or fails."""
+def _triage(model, data, root) -> tuple[dict, str | None, str]:
+    """({test index: record} from cnnlib.diagnose.triage, None, "train" or "test": where the neighbours came
+    from), or ({}, one sentence, "") when it is missing or fails."""
     try:
         from cnnlib.diagnose.triage import triage_for_checkpoint
         result = triage_for_checkpoint(model, data, root)
-        return {int(r["index"]): r for r in result["records"]}, None
+        return {int(r["index"]): r for r in result["records"]}, None, result["among"]
     except Exception as e:  # noqa: BLE001 - an optional section: one sentence, the rest renders
         why = str(e) if isinstance(e, CNNLibError) else f"{type(e).__name__}: {str(e)[:160]}"
-        return {}, f"Triage verdicts are left out: {why.rstrip('.')}."
+        return {}, f"Triage verdicts are left out: {why.rstrip('.')}.", ""
 
 
 def _slices(model, data, root, x, verdicts: dict) -> tuple[list[dict] | None, str | None]:
@@ -233,9 +234,10 @@ def build_report(model, data: str | None = None, root: str | None = None, errors
             after = {"ece": cal.pop("ece"), "calibration": cal}
         parts += [rs.confusion(rep), rs.per_class(rep), rs.calibration_section(rep, after, temp)]
         paths = _paths(meta, data, root, len(preds["targets"])) if x is not None else None
-        verdicts, triage_note = ({}, None if triage else "Triage verdicts are left out (asked for with --no-triage).")
+        verdicts, triage_note, among = ({}, None if triage else "Triage verdicts are left out (asked for with "
+                                        "--no-triage).", "")
         if x is not None and errors and triage:
-            verdicts, triage_note = _triage(model, data, root)
+            verdicts, triage_note, among = _triage(model, data, root)
         if x is None:
             cards, mlabel, why_err = [], method, ("The top errors need the test images, which are not on disk: "
                                                   + why_pixels)
@@ -246,7 +248,7 @@ def build_report(model, data: str | None = None, root: str | None = None, errors
         counts = {}
         for r in verdicts.values():
             counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-        parts.append(rs.errors_section(cards, n_wrong, mlabel, why_err, triage_note, counts))
+        parts.append(rs.errors_section(cards, n_wrong, mlabel, why_err, triage_note, counts, among))
         parts.append(rs.label_section(*_labels(preds, classes, x, paths)))
         if x is None or not triage:
             why_slices = ("Failure slices need the test images, which are not on disk." if x is None else

@@ -186,7 +186,7 @@ def calibration_section(rep: dict, after: dict | None, temp: dict | None) -> str
 
 
 def errors_section(cards: list[dict], n_wrong: int, method: str, why: str | None, triage_note: str | None,
-                   verdict_counts: dict | None = None) -> str:
+                   verdict_counts: dict | None = None, among: str = "train") -> str:
     title = "Top errors (most confident wrong)"
     if why:
         return section("errors", title, absent(why))
@@ -198,7 +198,9 @@ def errors_section(cards: list[dict], n_wrong: int, method: str, why: str | None
         out.append(absent(triage_note))
     elif verdict_counts:
         out.append("<p>Triage of all " + str(sum(verdict_counts.values())) + " mistakes (cnnlib triage): " + ", ".join(
-            f"{esc(v)} {c}" for v, c in verdict_counts.items()) + ".</p>")
+            f"{esc(v)} {c}" for v, c in verdict_counts.items()) + "." + (
+            " The data has no training images: each mistake's neighbours are the other test images, with their "
+            "given labels." if among == "test" else "") + "</p>")
     out.append('<div class="errs">')
     for c in cards:
         figs = "".join(f"<figure>{img(a, alt, 96)}{esc(cap)}</figure>" for a, alt, cap in c["images"])

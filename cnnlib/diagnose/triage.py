@@ -3,6 +3,7 @@
     records = triage_for_checkpoint(model)                 # stored test predictions + cached feature indexes
     records = triage_for_checkpoint(model, data="copy/")   # another test folder (re-evaluated), same training images
     records = triage(meta, probs, targets, features_test, features_train, train_labels)   # the rule on any signals
+    records = triage(meta, probs, targets, features_test)  # no training images: neighbours among the test images
 
 One record per misclassified image, in test order: {"index", "label", "predicted" (class indices), "verdict",
 "confidence" (in [0, 1]), "evidence"}; `to_json` adds the class names and the image file (`path`, a folder's
@@ -11,7 +12,9 @@ data only). The evidence (every number measured on the test set itself):
     label_quality          cleanlab's label quality of the given label (self-confidence: p(given label)), 0..1
     cleanlab_issue         cleanlab's find_label_issues flags the image (per-class thresholds)
     neighbors              the k nearest training images (cosine similarity of penultimate features): indices,
-                           labels, agree_predicted / agree_given (fraction of the k with that label)
+                           labels, agree_predicted / agree_given (fraction of the k with that label), among
+                           ("train"; "test" when the data has no training images: the other test images, with
+                           their given labels, leave-one-out, e.g. an imported model with only a test folder)
     margin                 top-1 minus top-2 probability; top2 [[class, prob], [class, prob]]
     distance               1 - mean cosine similarity to those k training images
     distance_percentile    fraction of the test images whose distance is smaller (1: farthest of all)
@@ -89,30 +92,41 @@ def _unit(f) -> np.ndarray:
     return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
 
 
-def _nearest(features_test, features_train, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(indices int64 (N, k), cosine similarities float32 (N, k)) of the k nearest training rows, exact."""
+def _nearest(features_test, features_train, k: int, chunk: int = 1024, leave_one_out: bool = False
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(indices int64 (N, k), cosine similarities float32 (N, k)) of the k nearest training rows, exact.
+    leave_one_out: the reference rows are the queries themselves (N == M) and row i is never its own neighbour."""
     from cnnlib.diagnose.neighbors import Index
     train = _unit(features_train)
     index = Index(train, np.zeros(len(train), np.int64))
     q = _unit(features_test)
+    extra = int(leave_one_out)                      # one more, then drop row i itself from row i's list
     idx = np.empty((len(q), k), np.int64)
     sim = np.empty((len(q), k), np.float32)
     for i in range(0, len(q), chunk):               # (chunk, M) similarities at a time: bounded memory
-        idx[i:i + chunk], sim[i:i + chunk] = index.query(q[i:i + chunk], k)
+        ii, ss = index.query(q[i:i + chunk], k + extra)                   # (B, k + extra)
+        if extra:
+            keep = ii != np.arange(i, i + len(ii))[:, None]               # (B, k + 1): False at row i itself
+            keep[keep.all(1), k] = False            # itself not in the list (ties of duplicates): drop the last
+            ii, ss = ii[keep].reshape(len(ii), k), ss[keep].reshape(len(ii), k)
+        idx[i:i + chunk], sim[i:i + chunk] = ii, ss
     return idx, sim
 
 
-def triage(meta: dict, probs, targets, features_test, features_train, train_labels, rule: Rule | None = None,
-           preds=None) -> list[dict]:
+def triage(meta: dict, probs, targets, features_test, features_train=None, train_labels=None,
+           rule: Rule | None = None, preds=None) -> list[dict]:
     """Verdicts for the misclassified rows of probs (N, K) / targets (N,), given penultimate features of the
-    test images (N, D) and of the training images (M, D) with their labels (M,). meta: the checkpoint's
-    (only "classes" is read, to check K). Records as in the module docstring, class indices."""
+    test images (N, D) and of the training images (M, D) with their labels (M,); features_train None: the
+    neighbours are the other test images with their given labels. meta: the checkpoint's (only "classes" is
+    read, to check K). Records as in the module docstring, class indices."""
     from cnnlib.diagnose.labels import label_issues
     rule = (rule or Rule()).check()
     p = np.asarray(probs, np.float64)
     y = np.asarray(targets).astype(np.int64).reshape(-1)
-    f_test, f_train = np.asarray(features_test), np.asarray(features_train)
-    y_train = np.asarray(train_labels).astype(np.int64).reshape(-1)
+    among = "test" if features_train is None else "train"
+    f_test = np.asarray(features_test)
+    f_train = f_test if among == "test" else np.asarray(features_train)
+    y_train = y if among == "test" else np.asarray(train_labels).astype(np.int64).reshape(-1)
     n = len(y)
     if p.ndim != 2 or len(p) != n or n < 2:
         raise CNNLibError(f"triage needs N >= 2 labels and (N, K) probabilities, got {y.shape} and {p.shape}")
@@ -129,8 +143,8 @@ def triage(meta: dict, probs, targets, features_test, features_train, train_labe
 
     issues = label_issues(y, p)                                       # cleanlab on the whole test set
     quality, flagged = issues["quality"], issues["is_issue"]
-    k = min(rule.k, len(y_train))
-    nn_idx, nn_sim = _nearest(f_test, f_train, k)                     # (N, k)
+    k = min(rule.k, len(y_train) - (among == "test"))
+    nn_idx, nn_sim = _nearest(f_test, f_train, k, leave_one_out=among == "test")   # (N, k)
     nn_lab = y_train[nn_idx]                                          # (N, k)
     distance = 1.0 - nn_sim.mean(1)                                   # (N,)
     dist_pct = _percentile_rank(distance)
@@ -146,7 +160,7 @@ def triage(meta: dict, probs, targets, features_test, features_train, train_labe
         ev = {"label_quality": float(quality[i]), "cleanlab_issue": bool(flagged[i]),
               "neighbors": {"k": int(k), "indices": nn_idx[i].tolist(), "labels": nn_lab[i].tolist(),
                             "agree_predicted": float(counts[pred[i]]), "agree_given": float(counts[y[i]]),
-                            "largest_share": float(counts.max())},
+                            "largest_share": float(counts.max()), "among": among},
               "margin": float(margin[i]), "top2": [[int(c), float(p[i, c])] for c in top2[i]],
               "distance": float(distance[i]), "distance_percentile": float(dist_pct[i]),
               "confidence": float(conf[i]), "confidence_percentile": float(conf_pct[i])}
@@ -186,9 +200,11 @@ def _decide(ev: dict, r: Rule) -> tuple[str, float, str]:
 def triage_for_checkpoint(model, data: str | None = None, root: str | None = None, rule: Rule | None = None,
                           progress: bool = False) -> dict:
     """Triage a checkpoint's test split: {"records", "paths" (files of a folder's test split, else None),
-    "classes", "source" ("stored" or "computed" predictions), "rule"}. `data` replaces the checkpoint's test
-    images (e.g. a copy with other labels); the training images stay the checkpoint's own unless `data` holds
-    a train/ split. Features come from the cached indexes (cnnlib.diagnose.neighbors), so a second run is fast."""
+    "classes", "source" ("stored" or "computed" predictions), "rule", "among" ("train", or "test" when there are
+    no training images)}. `data` replaces the checkpoint's test images (e.g. a copy with other labels); the
+    training images stay the checkpoint's own unless `data` holds a train/ split; when neither has training
+    images (an imported model with a test folder only), the neighbours are the other test images. Features
+    come from the cached indexes (cnnlib.diagnose.neighbors), so a second run is fast."""
     from cnnlib.data.spec import load_checkpoint_split
     from cnnlib.diagnose.evaluate import stored_predictions
     from cnnlib.diagnose.neighbors import index_for_checkpoint
@@ -201,18 +217,24 @@ def triage_for_checkpoint(model, data: str | None = None, root: str | None = Non
     else:
         x, y = load_checkpoint_split(meta, "test", data, root)      # other images may have the same labels:
         preds = cached_test_predictions(model, x, y, root, data, bar("test predictions"))   # never the stored ones
-    try:
-        train_index = index_for_checkpoint(model, "train", data, root, progress=bar("training features"))
-    except CNNLibError:
-        if data is None:
-            raise
-        train_index = index_for_checkpoint(model, "train", None, root, progress=bar("training features"))
-    records = triage(meta, preds["probs"], preds["targets"], test_index.features, train_index.features,
-                     train_index.labels, rule, preds=preds["preds"])
+    train_index = None
+    for d in ([data, None] if data is not None else [None]):      # `data`'s train/ split, else the checkpoint's
+        try:
+            if len(load_checkpoint_split(meta, "train", d, root)[1]) == 0:
+                continue                                          # a test folder only: no training images
+            train_index = index_for_checkpoint(model, "train", d, root, progress=bar("training features"))
+            break
+        except CNNLibError:
+            if d is None:
+                raise
+    records = triage(meta, preds["probs"], preds["targets"], test_index.features,
+                     None if train_index is None else train_index.features,
+                     None if train_index is None else train_index.labels, rule, preds=preds["preds"])
     paths = folder_test_files(meta, data, root)
     paths = paths if paths is not None and len(paths) == len(preds["targets"]) else None
     return {"records": records, "paths": paths, "classes": list(meta.get("classes") or []),
-            "source": preds["source"], "rule": asdict(rule or Rule())}
+            "source": preds["source"], "rule": asdict(rule or Rule()),
+            "among": "test" if train_index is None else "train"}
 
 
 def folder_test_files(meta: dict, data: str | None = None, root: str | None = None) -> list[str] | None:
@@ -293,6 +315,9 @@ def triage_main(argv=None) -> int:
     from cnnlib.inference import load_model
     model = load_model(args.checkpoint, "cpu")
     result = triage_for_checkpoint(model, args.data, args.data_root, progress=sys.stderr.isatty())
+    if result["among"] == "test":
+        print("note: the data has no training images, so each image's neighbours are the other test images "
+              "(with their given labels)", file=sys.stderr)
     rows = to_json(result)
     text = json.dumps(rows, indent=1) if args.json else format_table(rows)
     if args.out:
