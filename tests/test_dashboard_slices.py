@@ -131,6 +131,11 @@ def test_too_few_test_images_is_one_sentence(lens_checkpoints, tmp_path, fresh):
     said = [i.value for i in at.info if "Failure slices need" in i.value]
     assert said == ["Failure slices need at least 16 test images, and this data has 8."], [i.value for i in at.info]
     assert not np.any([b.key == "slices_run" for b in at.button])
+    seven = write_image_folder(tmp_path / "seven", n_train=8, n_test=28)    # 7 per class: enough images, no group
+    at = open_slices(lens_checkpoints, seven, ckpt="wrong")
+    said = [i.value for i in at.info if "within each class" in i.value]
+    assert said == ["Failure slices are looked for within each class, and no class has 8 test images or more (the "
+                    "largest has 7), so there is no group large enough to test."], [i.value for i in at.info]
 
 
 def test_no_training_images_or_no_test_images_is_one_sentence(lens_checkpoints, turned_folder, monkeypatch, fresh):
@@ -153,3 +158,16 @@ def test_no_training_images_or_no_test_images_is_one_sentence(lens_checkpoints, 
     said = [i.value for i in at.info if "needs the test images" in i.value]
     assert len(said) == 1 and said[0].startswith("**Finding the failure slices needs the test images.**"), said
     assert not any((b.key or "").startswith("slices_") for b in at.button)
+
+
+def test_mixes_name_the_largest_classes_and_count_the_others():
+    import failslices
+    classes = [f"{k:03d} class" for k in range(1000)]            # ImageNet-sized: the text stays short
+    pairs = [[512, 40], [7, 6], [999, 2], [3, 1], [4, 1]]
+    text = failslices.mix(pairs, 52, 7, classes)
+    assert text == "512 class 40 (76.9%), 007 class 6 (11.5%), 999 class 2 (3.8%) and 4 others", text
+    assert failslices.mix([[1, 9]], 9, 1, classes) == "001 class 9 (100.0%)"
+    assert failslices.mix([[1, 9], [2, 1], [3, 1], [4, 1]], 12, 4, classes).endswith(" and 1 other")
+    records = {1: {"verdict": "ambiguous"}, 2: {"verdict": "label error"}, 3: {"verdict": "label error"}}
+    assert list(failslices.verdict_mix([1, 2, 3, 4], records).items()) == [("label error", 2), ("ambiguous", 1)]
+    assert [failslices.p_text(p) for p in (0.0031, 2.4e-7, 0.0)] == ["0.0031", "2e-7", "< 1e-300"]

@@ -35,6 +35,11 @@ if n < 2 * cfg.min_size:
     st.info(f"Failure slices need at least {2 * cfg.min_size} test images, and this data has {n}.",
             icon=":material/info:")
     st.stop()
+biggest = int(np.bincount(np.asarray(preds["targets"], np.int64)).max())
+if biggest < cfg.min_size:
+    st.info(f"Failure slices are looked for within each class, and no class has {cfg.min_size} test images or "
+            f"more (the largest has {biggest}), so there is no group large enough to test.", icon=":material/info:")
+    st.stop()
 if base == 0:
     st.success(f"The model gets all {n:,} test images right, so no group of them can be worse than the model.")
     st.stop()
