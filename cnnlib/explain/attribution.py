@@ -73,6 +73,8 @@ LAYER_METHODS = ("gradcam", "guided_gradcam", *CAM_METHODS)
 # stride = window // 2); baseline = what "absent" means: black, white or the training mean colour;
 # batch_size = masked images per forward pass (Score-CAM); comparisons = how many of the classes with the
 # nearest logits Finer-CAM compares against, comparison_weight = its alpha (0: plain Grad-CAM).
+# internal_batch_size / nt_samples_batch_size None: as many images per backward pass as GRAD_PIXELS allows
+# (all 50 IG steps at 32 px; 10 at 224 px, where 50 at once held 1.4 GB more for a resnet18: same result).
 METHOD_OPTIONS: dict[str, dict] = {
     "integrated_gradients": {"n_steps": 50, "baseline": "black", "internal_batch_size": None},
     "smoothgrad": {"nt_samples": 25, "stdev": 0.15, "seed": 0, "nt_samples_batch_size": None},
@@ -81,6 +83,7 @@ METHOD_OPTIONS: dict[str, dict] = {
     "finercam": {"comparisons": 3, "comparison_weight": 1.0},
 }
 BASELINES = ("black", "white", "mean")
+GRAD_PIXELS = 512_000      # pixels (images x H x W) per backward pass of IG and SmoothGrad: memory, not result
 
 
 def option_defaults(method: str, input_shape) -> dict:
@@ -92,6 +95,11 @@ def option_defaults(method: str, input_shape) -> dict:
         h = int(input_shape[1])
         opts["window"] = opts["window"] or max(2, h // 8)
         opts["stride"] = opts["stride"] or max(1, opts["window"] // 2)
+    per_pass = max(1, GRAD_PIXELS // max(1, int(input_shape[1]) * int(input_shape[2])))
+    if method == "integrated_gradients" and opts["internal_batch_size"] is None and per_pass < opts["n_steps"]:
+        opts["internal_batch_size"] = per_pass
+    if method == "smoothgrad" and opts["nt_samples_batch_size"] is None and per_pass < opts["nt_samples"]:
+        opts["nt_samples_batch_size"] = per_pass
     return opts
 
 
