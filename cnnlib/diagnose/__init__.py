@@ -12,6 +12,8 @@ contradicts, the training images nearest a prediction, maps of feature space, an
     compare     compare, compare_checkpoints, mcnemar, selection_csv, split_paths
     calibration fit_temperature, fit_temperature_logits, temperature_report, apply_temperature, save_temperature,
                 stored_temperature, calibrate_main (`cnnlib calibrate`: temperature scaling on the validation split)
+    corruptions corrupt, corrupt_batch (CIFAR-10-C's 15 corruptions x 5 severities on a whole batch of images,
+                the per-image definitions' results), CORRUPTIONS, SEVERITIES, P
     robustness  corrupt, robustness, robustness_for_checkpoint, format_table, robustness_main, cache_key (`cnnlib robustness`:
                 accuracy under CIFAR-10-C's 15 corruptions x 5 severities, cached per checkpoint)
     triage      Rule, triage, triage_for_checkpoint, to_json, format_table, triage_main (`cnnlib triage`): a verdict
