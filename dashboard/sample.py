@@ -80,9 +80,9 @@ def chosen_index(n: int) -> tuple[int, str | None]:
             return i, None
     i = int(st.session_state.get(_CURRENT, 0))
     i = i if 0 <= i < n else 0
+    st.query_params[QUERY] = str(i)                      # the address names the image shown, to share it
     if raw is None:
         return i, None
-    st.query_params[QUERY] = str(i)
     return i, (f"The address asks for test image “{str(raw)[:20]}”, which this test split does not have (its "
                f"{n:,} images are numbered 0 to {n - 1:,}): showing #{i}.")
 
@@ -219,6 +219,10 @@ def tag_box(ctx: Ctx, preds: dict, i: int) -> None:
     from cnnlib.diagnose import tags
     with st.container(key="sample_tagbox", border=True):
         st.markdown("**Your tag for this image**")
+        if checkpoint_file(ctx) is None:
+            st.info("An uploaded checkpoint has no folder beside it to keep tags in: put it in the checkpoint "
+                    "folder and open it from there to tag its images.", icon=":material/sell:")
+            return
         try:
             entry = tagged(ctx).get(i)
         except CNNLibError as e:

@@ -70,6 +70,11 @@ def test_the_address_opens_an_image_with_its_facts(lens_checkpoints):
     at.button(key=f"sample_similar_open_{look_alike}").click().run()             # a look-alike opens here
     on_sample_page(at, look_alike)
 
+    at.switch_page("views/errors.py").run()                                   # the page list's link: the last image
+    at.query_params.clear()
+    at.switch_page("views/sample.py").run()
+    on_sample_page(at, look_alike)
+
     at = sample(app(), "9999")                                                 # no such image: one sentence
     ok(at)
     said = [x.value for x in at.info if "does not have" in x.value]
@@ -200,3 +205,34 @@ def test_a_damaged_or_foreign_tags_file_is_one_sentence_and_kept(own_folder):
         assert one_true_sentence(at.error[0].value) and at.error[0].value[0].isupper()
         assert images_in(block(at, "sample_explain_panel"))                    # the rest of the page works
         assert open(path, "rb").read() == content                              # nothing lost
+
+
+def test_without_the_test_images_the_facts_and_the_tag_still_work(lens_checkpoints, tmp_path, monkeypatch):
+    from cnnlib.diagnose import tags
+    from cnnlib.inference import load_model
+    folder = tmp_path / "nodata"
+    folder.mkdir()
+    shutil.copy(lens_checkpoints["nodata"], folder / "nodata.pt")
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(folder))
+    at = sample(app(), 2)
+    ok(at)
+    assert at.title[0].value == "One image" and widget(at, "sample_index").value == 2
+    assert any("needs the test images" in x.value for x in at.info)           # one sentence on the pixels
+    assert "Label **" in texts(at) and not images_in(at.main)
+    widget(at, "sample_tag_text").set_value("check the file")
+    at.button(key="sample_tag_save").click().run()
+    ok(at)
+    saved = tags.load_tags(str(folder / "nodata.pt"), load_model(str(folder / "nodata.pt")).meta)
+    assert [(e["index"], e["path"], e["tag"]) for e in saved] == [(2, None, "check the file")]   # by index
+
+
+def test_an_uploaded_checkpoint_says_where_tags_can_be_kept(lens_checkpoints):
+    at = app()
+    blob = open(lens_checkpoints["wrong"], "rb").read()
+    at.sidebar.file_uploader(key="side_upload").set_value(("mine.pt", blob, "application/octet-stream")).run()
+    ok(at)
+    at = sample(at, 1)
+    on_sample_page(at, 1)
+    said = [x.value for x in at.info if "uploaded checkpoint" in x.value]
+    assert len(said) == 1 and one_true_sentence(said[0])
+    assert not [b for b in at.button if b.key == "sample_tag_save"]
