@@ -103,6 +103,16 @@ def test_a_damaged_or_hostile_file_is_one_sentence_and_is_never_overwritten(ckpt
     assert open(tags.tags_path(ckpt), "rb").read() == content                  # nothing lost
 
 
+def test_a_folder_or_a_pipe_in_place_of_the_file_is_never_opened(ckpt):
+    os.mkdir(tags.tags_path(ckpt))
+    with pytest.raises(CNNLibError, match="not a regular file"):
+        tags.load_tags(ckpt, META)
+    os.rmdir(tags.tags_path(ckpt))
+    os.mkfifo(tags.tags_path(ckpt))                   # opening a pipe would wait for a writer forever
+    with pytest.raises(CNNLibError, match="not a regular file"):
+        tags.set_tag(ckpt, META, 0, "x", "k")
+
+
 def test_a_read_only_folder_is_one_sentence(ckpt, monkeypatch):
     tags.set_tag(ckpt, META, 0, "kept", "k")
     folder = os.path.dirname(ckpt)

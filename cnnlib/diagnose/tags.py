@@ -28,6 +28,7 @@ import datetime
 import hashlib
 import json
 import os
+import stat
 import threading
 import unicodedata
 
@@ -98,16 +99,22 @@ def _check_entry(path: str, n: int, e) -> dict:
 
 def _read(path: str, meta: dict) -> list[dict]:
     try:
-        size = os.path.getsize(path)
+        info = os.stat(path)
     except FileNotFoundError:
         return []
     except OSError as e:
         raise CNNLibError(f"the tags file {_name(path)} cannot be read ({e.strerror or type(e).__name__})") from None
-    if size > MAX_FILE_BYTES:
-        raise _damaged(path, f"{size / 2**20:.1f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB a tags file may have")
+    if not stat.S_ISREG(info.st_mode):                   # a folder, a pipe, a device: never opened
+        raise _damaged(path, "not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise _damaged(path, f"{info.st_size / 2**20:.1f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB a tags file "
+                             "may have")
     try:
         with open(path, "rb") as f:
-            doc = json.loads(f.read().decode("utf-8"))
+            blob = f.read(MAX_FILE_BYTES + 1)          # bounded, should it grow meanwhile
+        if len(blob) > MAX_FILE_BYTES:
+            raise _damaged(path, f"over the {MAX_FILE_BYTES // 2**20} MiB a tags file may have")
+        doc = json.loads(blob.decode("utf-8"))
     except OSError as e:
         raise CNNLibError(f"the tags file {_name(path)} cannot be read ({e.strerror or type(e).__name__})") from None
     except (ValueError, RecursionError):
