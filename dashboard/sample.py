@@ -102,9 +102,8 @@ def facts(ctx: Ctx, preds: dict, i: int, k: int = 5) -> None:
     classes = ctx.classes
     t, p = int(preds["targets"][i]), int(preds["preds"][i])
     probs = np.asarray(preds["probs"][i], np.float32)
-    st.markdown(f"Label **{classes[t]}** · predicted **{classes[p]}** {ui.pct(probs[p])} "
-                + ("✓ right" if p == t else "✗ wrong")
-                + f"  \nloss {-np.log(max(float(probs[t]), 1e-12)):.3f}")
+    st.markdown(f"Label **{classes[t]}** · predicted **{classes[p]}** " + ("✓ right" if p == t else "✗ wrong")
+                + f"  \nconfidence {ui.pct(probs[p])} · loss {-np.log(max(float(probs[t]), 1e-12)):.3f}")
     top = np.argsort(-probs, kind="stable")[:min(k, len(classes))]
     rows = [{"class": classes[c] + (" (label)" if c == t else ""), "probability": 100 * float(probs[c])} for c in top]
     st.dataframe(rows, hide_index=True, width="stretch", key="sample_top",
@@ -176,8 +175,14 @@ def similar_strip(ctx: Ctx, preds: dict, pixels, i: int, size: int = 96) -> None
         grid(pixels[0][idx], idx, caps, key="sample_similar_grid", prefix="sample_similar", size=size,
              ncols=max(1, len(idx)))
         wrong = sum(int(preds["targets"][j]) != int(preds["preds"][j]) for j in idx.tolist())
-        st.caption(f"{wrong} of them {'is' if wrong == 1 else 'are'} misclassified: a mistake among look-alikes "
-                   "that the model also gets wrong is a pattern, not a one-off.")
+        if int(preds["targets"][i]) == int(preds["preds"][i]):
+            st.caption(f"{wrong} of them {'is' if wrong == 1 else 'are'} misclassified.")
+        elif wrong:
+            st.caption(f"{wrong} of them {'is' if wrong == 1 else 'are'} misclassified too: a mistake shared by "
+                       "look-alikes is a pattern of the model (or of the labels), not a one-off.")
+        else:
+            st.caption("The model gets all of them right: among its look-alikes this mistake is a one-off (compare "
+                       "their labels with this one's).")
 
 
 # ----------------------------------------------------------------------------- the tag of one image

@@ -55,6 +55,7 @@ def test_the_address_opens_an_image_with_its_facts(lens_checkpoints):
     assert f"Label **{classes[t]}** · predicted **{classes[q]}**" in texts(at) and "✗ wrong" in texts(at)
     top = next(d.value for d in at.dataframe if "probability" in d.value.columns)
     probs = np.asarray(p["probs"][i], np.float32)
+    assert f"confidence {100 * float(probs[q]):.1f}% · loss {-np.log(float(probs[t])):.3f}" in texts(at)
     assert list(top["probability"]) == pytest.approx(sorted(100 * probs, reverse=True), abs=1e-3)
     assert len(images_in(block(at, "sample_explain_panel"))) >= 3            # the image and two saliency maps
     assert len(images_in(block(at, "sample_neighbours"))) == 9               # nearest training images
