@@ -67,8 +67,10 @@ def find(ctx: Ctx, preds: dict, pixels) -> list[dict]:
     The first time, the network reads every test image (a progress bar); then the features come from disk."""
     index = diagnose.neighbour_index(ctx, pixels, split="test")
     key = _key(ctx, preds)
-    with ui.spinner(f"Grouping the {len(pixels[1]):,} test images the network sees alike (k-means within each "
-                    "class) and testing each group's error rate…"):
+    k = len(np.unique(np.asarray(preds["targets"])))
+    slow = " With this many classes it takes minutes, once." if k > 100 else ""
+    with ui.spinner(f"Grouping the {len(pixels[1]):,} test images the network sees alike (k-means within each of "
+                    f"the {k:,} classes) and testing each group's error rate…{slow}"):
         found = _find(*key, index.features, preds)
     _DONE.add(key)
     return found

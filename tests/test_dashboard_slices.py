@@ -46,9 +46,9 @@ def test_the_planted_slice_is_first_and_its_images_reach_the_selections_csv(lens
     from cnnlib.inference import load_model
     folder, turned = turned_folder
     at = open_slices(lens_checkpoints, folder)
-    if any(b.key == "slices_run" for b in at.button):            # on request, unless the features are on disk
-        button(at, "slices_run").click().run()
-        ok(at)
+    assert "#### 1. " not in texts(at)                           # a new folder: found on request
+    button(at, "slices_run").click().run()
+    ok(at)
     want = slices_for_checkpoint(load_model(lens_checkpoints["tiny"]), data=folder)      # cnnlib's own answer
     first = want["slices"][0]
     page = texts(at)
@@ -76,6 +76,25 @@ def test_the_planted_slice_is_first_and_its_images_reach_the_selections_csv(lens
     assert len(rows) == first["size"] and {int(r["index"]) for r in rows} == set(first["indices"])
     assert len(files & turned) >= 0.7 * len(turned) and len(files & turned) / len(files) >= 0.5, len(files & turned)
     assert any("turned red" in e.label for e in at.expander)
+
+
+def test_after_a_restart_the_slices_show_at_once_from_the_disk_cache(lens_checkpoints, turned_folder, fresh):
+    import diagnose
+    import failslices
+    folder, _ = turned_folder
+    at = open_slices(lens_checkpoints, folder)
+    if any(b.key == "slices_run" for b in at.button):            # not yet on disk (this test run alone)
+        button(at, "slices_run").click().run()
+    first = texts(at)
+    assert "#### 1. " in first
+    import streamlit as st
+    st.cache_data.clear()                                         # as after a restart: only the disk cache
+    failslices._DONE.clear()
+    diagnose._INDEXES.clear()
+    again = open_slices(lens_checkpoints, folder)
+    assert not any(b.key == "slices_run" for b in again.button)  # no button: read from disk at once
+    assert [ln for ln in texts(again).splitlines() if ln.startswith("#### ")] == \
+        [ln for ln in first.splitlines() if ln.startswith("#### ")]
 
 
 def test_find_out_why_adds_each_slices_verdict_mix(lens_checkpoints, turned_folder, fresh):

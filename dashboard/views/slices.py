@@ -87,8 +87,8 @@ c1.markdown(f"**{len(found)}** failure slice{'s' if len(found) > 1 else ''} amon
             f"error rate: **{ui.pct(base)}**), ranked by size × excess error.")
 top = int(c2.number_input("Slices shown", 1, len(found), **ui.kept("slices_top", min(10, len(found)),
                                                                      bounds=(1, len(found)))))
-st.caption(f"Beside each slice, its {cfg.typical} most typical images (nearest its centre in the network's "
-           "features) with their true class → the prediction (✓ when right).")
+st.caption(f"In each card, the slice's {cfg.typical} most typical images (nearest its centre in the network's "
+           "features), each with the model's answer: → the class it chose, or ✓ when right.")
 opened = st.session_state.get("slices_open")
 opened = opened[1] if opened and opened[0] == token else None
 
@@ -114,7 +114,8 @@ def card(s: dict) -> None:
                                                         for v, k in mix.items()) if mix else
                            "**Why wrong:** no verdicts for its mistakes.")
         typical = [int(i) for i in s["typical"]]
-        caps = [f"#{i} {classes[int(preds['targets'][i])]}" + (
+        one = len(s["classes"]) == 1                  # one true class (the usual case): the card names it
+        caps = [f"#{i}" + ("" if one else f" {classes[int(preds['targets'][i])]}") + (
             " ✓" if preds["preds"][i] == preds["targets"][i] else f" → {classes[int(preds['preds'][i])]}")
             for i in typical]
         with st.container(key=f"slices_typical_{rank}"):
