@@ -106,11 +106,13 @@ class MemorySampler(threading.Thread):
     def __init__(self, pid: int, every: float = 0.25):
         super().__init__(daemon=True, name="rss-sampler")
         self.pid, self.every, self.peak, self.samples = pid, every, 0.0, 0
+        self.window = 0.0                    # the peak since the caller last set it to 0 (one page of a walk)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.peak = max(self.peak, rss_mb(self.pid))
+            rss = rss_mb(self.pid)
+            self.peak, self.window = max(self.peak, rss), max(self.window, rss)
             self.samples += 1
             self._stop_event.wait(self.every)
 

@@ -155,10 +155,31 @@ def _act(page, url_name: str, upload: Path | None) -> str:
     return ""
 
 
+def wait_warm(page, timeout_s: float = 1800) -> float:
+    """Wait until the sidebar says the open checkpoint's background preparation has finished; its seconds as the
+    sidebar states them (NaN when the dashboard's warm-up is off)."""
+    import re
+    done = page.locator(".st-key-side_warm", has_text="Prepared in")
+    stopped = page.locator(".st-key-side_warm", has_text="stopped early")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if done.count():
+            m = re.search(r"Prepared in (\d+) s", done.first.inner_text())
+            return float(m.group(1)) if m else float("nan")
+        if stopped.count():
+            raise RuntimeError("the background preparation stopped early (see the server log)")
+        if not page.locator(".st-key-side_warm").count() and time.monotonic() > deadline - timeout_s + 20:
+            return float("nan")                     # no warm-up shown after 20 s: it is off
+        page.wait_for_timeout(1000)
+    raise TimeoutError(f"the background preparation had not finished after {timeout_s:.0f} s")
+
+
 def walk(url: str, checkpoint_names: list[str], out: Path, upload: Path | None = None, log=print,
-         only: list[str] | None = None) -> list[dict]:
+         only: list[str] | None = None, warm: bool = False, memory=None) -> list[dict]:
     """Open every page (or the titles in `only`) for every checkpoint (chosen in the picker); one row per view:
-    {checkpoint, page, seconds, action, exceptions, errors, notes}. Screenshots to out/<ckpt>_<page>.png."""
+    {checkpoint, page, seconds, action, exceptions, errors, notes, mib}. Screenshots to out/<ckpt>_<page>.png.
+    warm: first wait for the checkpoint's background preparation (its time is logged); memory: a MemorySampler
+    whose per-page peak goes into each row."""
     import frame
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -168,9 +189,20 @@ def walk(url: str, checkpoint_names: list[str], out: Path, upload: Path | None =
         _idle(page)
         for ck in checkpoint_names:
             _pick_checkpoint(page, ck)
+            if warm:
+                t0 = time.perf_counter()
+                said = wait_warm(page)
+                log(f"  {ck:<34} {'(background preparation)':<24} {time.perf_counter() - t0:6.1f} s  "
+                    f"(the sidebar says {said:.0f} s)", flush=True)
+                _idle(page)
             for e in [e for e in frame.PAGES if only is None or e.title in only]:
+                if memory is not None:
+                    memory.window = 0.0
                 try:
                     rows.append(_view(page, ck, e, out, upload, log))
+                    if memory is not None:
+                        rows[-1]["mib"] = memory.window
+                        log(f"  {'':<34} {'':<24} server peak during the page {memory.window:6.0f} MiB", flush=True)
                 except Exception:
                     page.screenshot(path=str(out / f"FAILED_{Path(ck).stem}_{e.url}.png"))
                     log(f"  {ck:<34} {e.title:<24} FAILED (screenshot FAILED_{Path(ck).stem}_{e.url}.png)")
@@ -222,6 +254,11 @@ def main() -> int:
     p.add_argument("--classes", type=int, default=0,
                    help="build an ImageNet-shaped case instead: this many classes of CIFAR images at 160 px "
                         "(5 test and 2 training images a class), e.g. --classes 1000")
+    p.add_argument("--cold", action="store_true",
+                   help="walk at once, without waiting for each checkpoint's background preparation")
+    p.add_argument("--keep-features", action="store_true",
+                   help="keep features and maps cached by an earlier run (default: delete them, so the "
+                        "background preparation does its whole job; decoded images are kept)")
     args = p.parse_args()
     from machine import machine
     if args.classes:
@@ -239,6 +276,10 @@ def main() -> int:
         seconds = import_checkpoint(weights, model, data, ckdir / f"{stem}.pt", root)
         print(f"imported {model}: {seconds:.1f} s", flush=True)
         names.append(f"{stem}.pt")
+    if not args.keep_features:
+        for f in (root / "cnnlib-cache").glob("*"):
+            if f.name.startswith(("features-", "neighbors-", "projection-", "influence-")):
+                f.unlink()
     print(f"\n{machine()}: every page, {len(names)} imported checkpoints, {data}\n", flush=True)
     upload = next((data / "test" / classes[0]).iterdir())
     t0 = time.perf_counter()
@@ -246,7 +287,7 @@ def main() -> int:
     with serve(ckdir, root, args.work / "streamlit.log") as url:
         sampler = MemorySampler(SERVER_PIDS[-1])
         sampler.start()
-        rows = walk(url, names, args.out, upload=upload)
+        rows = walk(url, names, args.out, upload=upload, warm=not args.cold, memory=sampler)
         peak = sampler.stop()
     bad = [r for r in rows if r["exceptions"] or r["errors"]]
     secs = sorted(r["seconds"] for r in rows)

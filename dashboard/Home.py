@@ -24,8 +24,11 @@ st.set_page_config(page_icon=":material/center_focus_strong:", layout="wide")
 page = frame.navigation()
 ctx, problem = sidebar.draw(load_model=page.title != frame.PAGES[0].title)    # Home: no model, no torch
 frame.set_current(ctx, problem, page.title)
+progress_slot = st.sidebar.empty()       # the warm-up's progress, under the checkpoint picker (sidebar.py's order)
 try:
     page.run()
 finally:
     warmup.start_imports()     # once per server process: torch and cnnlib's heavy modules, after this page
-    warmup.start(ctx)          # once per checkpoint and data folder per server process; draws nothing
+    warmup.start(ctx)          # once per checkpoint and data folder per server process
+    with progress_slot:
+        warmup.status(ctx)

@@ -84,47 +84,22 @@ def train_pixels(ctx: Ctx, notice: bool = True) -> tuple[np.ndarray, np.ndarray]
     return train
 
 
-class _Counted:
-    """Images (N, C, H, W) whose batch reads move a Streamlit progress bar (cnnlib streams them in slices)."""
-
-    def __init__(self, x, bar, text: str):
-        self.x, self.bar, self.text, self.done = x, bar, text, 0
-        self.shape, self.dtype = x.shape, x.dtype
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, s):
-        out = self.x[s]
-        if isinstance(s, slice):
-            self.done += len(out)
-            self.bar.progress(min(1.0, self.done / max(1, len(self.x))), text=self.text)
-        return out
-
-
 def neighbour_index(ctx: Ctx, train: tuple[np.ndarray, np.ndarray], split: str = "train"):
     """The checkpoint's feature index of its training images (or, split="test", of the test images `train`):
     cnnlib.diagnose.neighbors.build_index under the key index_for_checkpoint uses (so both share the disk
-    cache), built once per checkpoint and data with a bar."""
+    cache), from the one feature pass per split (warmup.split_features: a bar on a miss), once per checkpoint."""
     key = (ctx.key, testdata.pixels_key(ctx), split)
     index = _INDEXES.get(key)
     if index is not None:
         return index
-    from cnnlib.data import spec as data_spec
-    from cnnlib.data import cache as datacache
-    from cnnlib.diagnose import neighbors
+    import warmup
+    from cnnlib.diagnose import features, neighbors
+    store = warmup.split_features(ctx, split, train)
     with _INDEX_LOCK:
         index = _INDEXES.get(key)
         if index is None:
-            spec = data_spec.checkpoint_data_spec(ctx.meta, ctx.data or "")
-            what = "training" if split == "train" else "test"
-            text = f"Indexing the {len(train[1]):,} {what} images (once per checkpoint; then read from disk)…"
-            bar = st.progress(0.0, text=text)
-            try:
-                index = neighbors.build_index(ctx.model, _Counted(train[0], bar, text), train[1],
-                                              datacache.cache_dir(spec.root), f"{spec.key()}-{split}")
-            finally:
-                bar.empty()
+            folder, data_key = features.checkpoint_feature_key(ctx.meta, split, ctx.data or None)
+            index = neighbors.build_index(ctx.model, train[0], train[1], folder, data_key, features=store)
             while len(_INDEXES) >= 6:
                 _INDEXES.pop(next(iter(_INDEXES)))
             _INDEXES[key] = index
@@ -161,8 +136,10 @@ def _projection(ckpt_key: str, data_key: str, method: str, n: int | None, _model
 def projection(ctx: Ctx, method: str, n: int, n_total: int) -> dict:
     """cnnlib.diagnose.projection.embedding_for_checkpoint of n test images: xy, indices, labels, preds, correct,
     seconds, cached (on disk, so each map is computed once per checkpoint, data, method and n)."""
+    import warmup
     slow = "" if method == "pca" else " t-SNE and UMAP take tens of seconds for thousands of points, once: " \
                                       "the map is then cached on disk."
+    warmup.split_features(ctx, "test", testdata.load(ctx))      # the one pass (a bar); the map then reads it
     with ui.spinner(f"Projecting {min(n, n_total):,} test images with {PROJECTIONS[method]}…{slow}"):
         return _projection(ctx.key, testdata.pixels_key(ctx), method, None if n >= n_total else int(n),
                            ctx.model, ctx.data)

@@ -82,6 +82,7 @@ _ORDER_CSS = """<style>
 [data-testid="stSidebarUserContent"] > div > [data-testid="stVerticalBlock"] { display: contents; }
 [data-testid="stSidebarHeader"] { order: 0; }
 [data-testid="stLayoutWrapper"]:has(> .st-key-side_top) { order: 1; padding: 0.25rem 0 1rem; }
+[data-testid="stLayoutWrapper"]:has(> .st-key-side_warm) { order: 1; padding: 0 0 1rem; }
 [data-testid="stSidebarNav"] { order: 2; }
 [data-testid="stLayoutWrapper"]:has(> .st-key-side_bottom) { order: 3; padding: 1.5rem 0 6rem; }
 </style>"""

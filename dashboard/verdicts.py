@@ -54,28 +54,10 @@ def triage(ctx: Ctx, preds: dict, pixels) -> dict | None:
 
 
 def _influence_features(ctx: Ctx, train) -> np.ndarray:
-    """The training images' unnormalised penultimate features (TracIn's input), shared by every session."""
-    key = (ctx.key, testdata.pixels_key(ctx), "influence")
-    with diagnose._INDEX_LOCK:
-        if key not in diagnose._INDEXES:
-            while len(diagnose._INDEXES) >= 6:
-                diagnose._INDEXES.pop(next(iter(diagnose._INDEXES)))
-            diagnose._INDEXES[key] = _influence_compute(ctx, *train)
-    return diagnose._INDEXES[key]
-
-
-def _influence_compute(_ctx: Ctx, _x, _y) -> np.ndarray:
-    """cnnlib's cached training features (influence_for_checkpoint's disk cache), a progress bar on a miss."""
-    from cnnlib.explain import influence
-
-    def with_bar(model, x):
-        text = f"Reading the {len(_y):,} training images through the network (once per checkpoint)…"
-        bar = st.progress(0.0, text=text)
-        try:
-            return influence.train_features(model, diagnose._Counted(x, bar, text))
-        finally:
-            bar.empty()
-    return influence.cached_train_features(_ctx.model, _x, _y, _ctx.data or None, compute=with_bar)
+    """The training images' unnormalised penultimate features (TracIn's input): the checkpoint's one feature
+    pass of its training split (warmup.split_features: memory, disk, or one pass with a bar), shared by sessions."""
+    import warmup
+    return warmup.split_features(ctx, "train", train)["features"]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

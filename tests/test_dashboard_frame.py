@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_dashboard_support import (DASH, _env, app, block, go, has_widget, images_in, imported_ckpt,  # noqa: F401
+from test_dashboard_support import (DASH, _env, app, block, go, walk, has_widget, images_in, imported_ckpt,  # noqa: F401
                                     misses, ok, one_true_sentence, texts, widget, chart, png)
 
 import checkpoints  # noqa: E402
@@ -397,9 +397,9 @@ def test_warm_up_starts_once_per_checkpoint(lens_checkpoints, monkeypatch):
 
     import warmup
     monkeypatch.setenv("CNNLENS_PREFETCH", "1")
-    monkeypatch.setattr(warmup, "_DONE", set())
+    monkeypatch.setattr(warmup, "_STATUS", {})
     started = []
-    monkeypatch.setattr(warmup, "_work", lambda ctx: started.append(ctx.key))
+    monkeypatch.setattr(warmup, "_work", lambda ctx, token: started.append(ctx.key))
     at = app()
     go(at, "Training")
     go(at, "Filters")
@@ -414,14 +414,53 @@ def test_warm_up_starts_once_per_checkpoint(lens_checkpoints, monkeypatch):
     assert len(started) == 2 and started[1].startswith(lens_checkpoints["tiny"])
 
 
-def test_warm_up_fills_the_caches_the_pages_read(lens_checkpoints, misses):
-    """After the warm-up of a checkpoint nobody opened yet, the Evaluation page computes nothing."""
+def test_warm_up_fills_the_caches_the_pages_read(lens_checkpoints, misses, monkeypatch, tmp_path):
+    """After the warm-up of a checkpoint nobody opened yet, Evaluation, Embeddings and Nearest training images
+    compute nothing: no prediction, no pass of images through the network; its progress says it has finished."""
+    import shutil
+
     import checkpoints as ck
     import warmup
-    ctx = ck.open_choice(lens_checkpoints["tiny"])
-    ctx.key += ":warm"                                   # a cache key no other test used
-    warmup._work(ctx)
-    assert misses["predictions_for"] == 1 and misses["compute_report"] >= 1 and misses["embed"] == 1
+    from cnnlib.models import anatomy
+    shutil.copy(lens_checkpoints["tiny"], tmp_path / "fresh.pt")          # a cache key no other test used
+    monkeypatch.setenv("CNNLENS_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setattr(warmup, "_STATUS", {})
+    passes = []
+    real = anatomy.penultimate_features
+    monkeypatch.setattr(anatomy, "penultimate_features", lambda *a, **k: passes.append(len(a[1])) or real(*a, **k))
+    ctx = ck.open_choice(str(tmp_path / "fresh.pt"))
+    warmup._STATUS[(ctx.key, ctx.data)] = {"step": 0, "started": 0.0, "finished": None, "failed": False, "key": None}
+    warmup._work(ctx, (ctx.key, ctx.data))
+    p = warmup.progress(ctx)
+    assert p["finished"] and not p["failed"] and p["name"] == warmup.STEPS[-1]
+    assert len(passes) <= 2                              # at most one pass per split (none when already on disk)
+    before = (misses["predictions_for"], misses["compute_report"], len(passes))
+    passes.clear()
+    at = app()
+    for page in ("Evaluation", "Embeddings"):
+        go(at, page)
+    at.switch_page("views/neighbours.py").run()
+    ok(at)
+    # the only image through the network now is the one Nearest training images shows (its own query)
+    assert (misses["predictions_for"], misses["compute_report"]) == before[:2] and passes == [1]
+
+
+def test_warm_up_progress_shows_in_the_sidebar(lens_checkpoints, monkeypatch):
+    """While the warm-up runs the sidebar shows its step and images; once done, one line says so."""
+    import checkpoints as ck
+    import warmup
+    monkeypatch.setattr(warmup, "_STATUS", {})
+    ctx = ck.open_choice(lens_checkpoints["wrong"])
+    warmup._STATUS[(ctx.key, ctx.data)] = {"step": 4, "started": 0.0, "finished": None, "failed": False,
+                                           "key": ("k", "d", "test")}
+    monkeypatch.setitem(warmup._PROGRESS, ("k", "d", "test"), (120, 500))
+    at = app("Training")
+    bars = [n for n in walk(at.sidebar) if type(n).__name__ == "Progress" or getattr(n, "type", "") == "progress"]
+    texts = " ".join(str(getattr(n, "text", "") or getattr(n, "value", "")) for n in walk(at.sidebar))
+    assert bars and "features of the test images" in texts and "120 of 500 images" in texts, texts[:500]
+    warmup._STATUS[(ctx.key, ctx.data)]["finished"] = 10.0
+    at.run()
+    assert any("every page reads from the cache" in c.value for c in at.sidebar.caption)
 
 
 _PLOTLY_RACE = r'''

@@ -18,7 +18,7 @@ captum.influence.TracInCPFast computes for that layer. For a Linear layer that i
 (s: the constant a network may multiply its last layer's output by, resnet9's 1/8, measured on the query
 image). Like Captum, the bias's gradient (which would add g_train . g_test) is left out. So a query is two
 matrix-vector products over the training rows, not a pass over the training images: the features are computed
-once (for a checkpoint, cached beside the neighbour index), and the training-side gradients g_train once per
+once (for a checkpoint, one pass shared by every feature-space view, cnnlib.diagnose.features), and the training-side gradients g_train once per
 features array (kept in memory while that array lives, up to _CACHE_BYTES; larger ones, e.g. 1,000 classes, are
 recomputed per query in chunks of `batch_size` rows so memory stays bounded). engine="captum" runs Captum's
 TracInCPFast itself (the slow reference; tests/test_influence.py checks both agree). Positive score: a
@@ -203,33 +203,20 @@ def proponents_opponents(model: nn.Module, x01, train_x=None, train_y=None, k: i
 def influence_for_checkpoint(model: nn.Module, x01, k: int = 8, label: int | None = None, data: str | None = None,
                              root: str | None = None, progress: str | None = None) -> dict:
     """proponents_opponents over a checkpoint's training split (indices are rows of load_checkpoint_split(meta,
-    "train")); the training features are cached in the data root's cnnlib-cache/ folder (cnnlib.diagnose.neighbors'
-    format, checked against the weights' hash)."""
+    "train")); the training features come from cnnlib.diagnose.features' store (one pass per checkpoint, on disk)."""
     from cnnlib.data.spec import load_checkpoint_split
     meta = getattr(model, "meta", None) or {}
     x, y = load_checkpoint_split(meta, "train", data, root)
-    f = cached_train_features(model, x, y, data, root, lambda m, xs: train_features(m, xs, progress=progress))
+    f = cached_train_features(model, x, y, data, root, progress=progress)
     return proponents_opponents(model, x01, train_y=y, k=k, label=label, features=f)
 
 
 def cached_train_features(model: nn.Module, x, y, data: str | None = None, root: str | None = None,
-                          compute=train_features) -> np.ndarray:
-    """train_features of a checkpoint's training split (x, y), read from or written to the data root's
-    cnnlib-cache/ folder (cnnlib.diagnose.neighbors' format, checked against the weights' hash and the labels);
-    `compute(model, x)` makes them on a miss (the dashboard passes one that draws a progress bar)."""
-    from cnnlib.data.cache import cache_dir
-    from cnnlib.data.spec import checkpoint_data_spec
-    from cnnlib.diagnose.neighbors import _safe, model_key, read_entry, write_entry
-    spec = checkpoint_data_spec(getattr(model, "meta", None) or {}, data or "", root)
-    key = f"{spec.key()}-train"
-    expect = {"kind": "influence-features", "model": model_key(model), "data": key, "n": len(y)}
-    folder, name = cache_dir(spec.root), f"influence-{expect['model']}-{_safe(key)}"
-    hit = read_entry(folder, name, expect)
-    if hit is not None and np.array_equal(hit[0]["labels"], y):
-        return hit[0]["features"]
-    f = compute(model, x) if len(y) else np.zeros((0, 0), np.float32)
-    try:
-        write_entry(folder, name, {"features": f, "labels": np.asarray(y, np.int64)}, expect)
-    except OSError:
-        pass                                   # a read-only or full cache folder: computed again next time
-    return f
+                          progress: str | None = None) -> np.ndarray:
+    """train_features of a checkpoint's training split (x, y): cnnlib.diagnose.features' one pass per checkpoint
+    and split, read from or written to the data root's cnnlib-cache/ folder (checked against the weights' hash
+    and the labels), shared with the neighbour index, triage and the maps."""
+    from cnnlib.diagnose.features import features_for_checkpoint
+    if not len(y):
+        return np.zeros((0, 0), np.float32)
+    return features_for_checkpoint(model, "train", data, root, progress=progress, x=x, y=y)["features"]
