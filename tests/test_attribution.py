@@ -207,6 +207,9 @@ def test_large_images_bound_the_backward_batch_not_the_result(monkeypatch):
     assert ig["internal_batch_size"] == attribution.GRAD_PIXELS // (224 * 224) < ig["n_steps"]
     assert attribution.option_defaults("integrated_gradients", [3, 32, 32])["internal_batch_size"] is None
     assert attribution.option_defaults("smoothgrad", [3, 224, 224])["nt_samples_batch_size"] < 25
+    assert attribution.option_defaults("scorecam", [3, 32, 32])["batch_size"] == 64
+    assert attribution.option_defaults("scorecam", [3, 224, 224])["batch_size"] == 20
+    assert attribution.option_defaults("occlusion", [3, 224, 224])["perturbations_per_eval"] == 20
     model, x01 = make_model(), images(1)[0].float() / 255
     whole = attribution.attribute(model, x01, "integrated_gradients")
     monkeypatch.setattr(attribution, "GRAD_PIXELS", 7 * 16 * 16)                  # 7 steps per pass here
