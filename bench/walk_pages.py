@@ -2,6 +2,7 @@
 
     python bench/walk_pages.py [--models torchvision/resnet18 torchvision/mobilenet_v3_small timm/convnext_atto]
                                [--data PATH | --per-class N | --classes 1000] [--out artifacts/walk]
+    python bench/walk_pages.py --checkpoints checkpoints [--only Errors "One image" ...]   # as they are
 
 What it does, in one run:
   1. data: --data (an ImageFolder with train/ and test/), or the first N train and N test CIFAR-10 JPEGs per
@@ -259,8 +260,14 @@ def main() -> int:
     p.add_argument("--keep-features", action="store_true",
                    help="keep features and maps cached by an earlier run (default: delete them, so the "
                         "background preparation does its whole job; decoded images are kept)")
+    p.add_argument("--checkpoints", type=Path, default=None,
+                   help="walk the checkpoints of this folder as they are (e.g. checkpoints/, on their own data) "
+                        "instead of importing --models")
+    p.add_argument("--only", nargs="+", default=None, help="page titles to open (default: every page)")
     args = p.parse_args()
     from machine import machine
+    if args.checkpoints:
+        return walk_folder(args)
     if args.classes:
         data = args.data or many_classes(args.src, args.work / f"data{args.classes}", args.classes, 5, 2, 160)
     else:
@@ -287,8 +294,30 @@ def main() -> int:
     with serve(ckdir, root, args.work / "streamlit.log") as url:
         sampler = MemorySampler(SERVER_PIDS[-1])
         sampler.start()
-        rows = walk(url, names, args.out, upload=upload, warm=not args.cold, memory=sampler)
+        rows = walk(url, names, args.out, upload=upload, warm=not args.cold, memory=sampler, only=args.only)
         peak = sampler.stop()
+    return summary(rows, t0, peak, args)
+
+
+def walk_folder(args) -> int:
+    """--checkpoints DIR: every checkpoint there (its own data, the default data root), walked as they are."""
+    from loadtest import MemorySampler
+    from machine import machine
+    names = sorted(p.name for p in args.checkpoints.glob("*.pt"))
+    print(f"\n{machine()}: {len(names)} checkpoints of {args.checkpoints}\n", flush=True)
+    upload = next(iter(sorted((REPO / ".cache" / "cifar10-jpeg" / "test").glob("*/*.jpg"))), None)
+    t0 = time.perf_counter()
+    args.work.mkdir(parents=True, exist_ok=True)
+    with serve(args.checkpoints, None, args.work / "streamlit.log") as url:
+        sampler = MemorySampler(SERVER_PIDS[-1])
+        sampler.start()
+        rows = walk(url, names, args.out, upload=upload, warm=not args.cold, memory=sampler, only=args.only)
+        peak = sampler.stop()
+    return summary(rows, t0, peak, args)
+
+
+def summary(rows: list[dict], t0: float, peak: float, args) -> int:
+    """The walk's last lines; exit status 1 when a page showed an exception or an error box."""
     bad = [r for r in rows if r["exceptions"] or r["errors"]]
     secs = sorted(r["seconds"] for r in rows)
     print(f"\n{len(rows)} page views in {time.perf_counter() - t0:.0f} s, {len(bad)} with an exception or error box; "
