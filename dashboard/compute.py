@@ -14,7 +14,6 @@ import testdata
 import ui
 from checkpoints import Ctx
 
-EMBED_DEFAULT = 2000      # test images projected by default (all of them is a choice on the page)
 SELECTION_PAGE = 48       # selected images shown per page on the Embeddings page
 
 
@@ -167,30 +166,7 @@ def attribution_methods() -> dict[str, str]:
     return {m: attribution.METHOD_LABELS.get(m, m) for m in attribution.METHODS}
 
 
-# ----------------------------------------------------------------------------- embedding
-
-def embed_subset(n_total: int, n: int) -> np.ndarray:
-    """The test indices the Embeddings page projects: a fixed random sample (seed 0), in data order."""
-    if n >= n_total:
-        return np.arange(n_total)
-    return np.sort(np.random.default_rng(0).permutation(n_total)[:n])
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _embedding(ckpt_key: str, source: str, n: int, _model, _x, _y) -> dict:
-    from cnnlib.models import anatomy as interpret
-    idx = embed_subset(len(_y), n)
-    out = interpret.embed(_model, _x[idx], _y[idx])
-    out["indices"] = idx
-    return out
-
-
-def embedding(ctx: Ctx, pixels, n: int = EMBED_DEFAULT) -> dict:
-    """embed() of `n` test images: xy (n, 2), labels, preds, correct, explained_variance, layer, dim, and
-    indices (n,) into the test split."""
-    with ui.spinner("Projecting the test images (penultimate features → PCA)…"):
-        return _embedding(ctx.key, testdata.pixels_key(ctx), int(min(n, len(pixels[1]))), ctx.model, *pixels)
-
+# ----------------------------------------------------------------------------- selections
 
 def selection_order(indices: np.ndarray, preds: dict, by: str) -> np.ndarray:
     """Selected test indices ordered by loss (hardest first) or by confidence (most sure first)."""
