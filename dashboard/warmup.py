@@ -36,7 +36,8 @@ HEAVY_MODULES = ("torch", "cnnlib.models.registry", "cnnlib.io.checkpoint", "cnn
 STEPS = ("loading the model", "listing its layers", "reading the test images", "classifying the test images",
          "features of the test images", "the map of the test images", "reading the training images",
          "features of the training images",
-         "indexing the training images", "indexing the test images", "weighing the evidence for every mistake")
+         "indexing the training images", "indexing the test images", "finding the failure slices",
+         "weighing the evidence for every mistake")
 POLL_S = 1.0                 # how often the sidebar's progress redraws while the warm-up runs
 _STATUS: dict = {}           # (checkpoint key, data) -> {"step", "done", "total", "started", "finished", "failed"}
 _FEATURES: dict = {}         # (checkpoint key, data key, split) -> the store's dict (memory-mapped arrays)
@@ -164,10 +165,17 @@ def _work(ctx: Ctx, token) -> None:
         if pixels is not None and len(pixels[1]) >= 3:
             step("indexing the test images")
             diagnose.neighbour_index(ctx, pixels, split="test")
+            import failslices
+            preds = compute.evaluation(ctx, pixels)[0]
+            step("finding the failure slices")
+            try:
+                failslices.find(ctx, preds, pixels)
+            except CNNLibError:
+                pass                                     # too few images for slices: the page says why
             if train is not None:
                 import verdicts
                 step("weighing the evidence for every mistake")
-                verdicts.triage(ctx, compute.evaluation(ctx, pixels)[0], pixels)   # Errors' "Find out why": ready
+                verdicts.triage(ctx, preds, pixels)            # Errors' "Find out why": ready
     except Exception:  # noqa: BLE001 - a warm-up must never hurt; the page will report the problem
         status["failed"] = True
         log.debug("warm-up failed", exc_info=True)
