@@ -193,6 +193,26 @@ def test_the_sweep_is_the_per_image_loop(tiny_ckpt, monkeypatch, tmp_path):
         robustness(model, x, y, corruptions=["fog"], images=3, precision="fp16")
 
 
+def test_onnx_runtime_engine_gives_the_torch_sweep(tiny_cifar_ckpt, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from cnnlib.data.spec import load_checkpoint_split
+    from cnnlib.diagnose import robustness as rob
+    from cnnlib.inference import load_model
+    model = load_model(tiny_cifar_ckpt)
+    x, y = load_checkpoint_split(model.meta, "test")
+    kw = dict(corruptions=["gaussian_noise", "zoom_blur"], images=40, seed=2)
+    torch_res = robustness(model, x, y, **kw)
+    assert torch_res["engine"] == "torch"                                 # 400 corrupted images: below the bar
+    monkeypatch.setattr(rob, "ORT_MIN_IMAGES", 0)
+    ort_res = robustness(model, x, y, **kw)
+    assert ort_res["engine"] == "onnxruntime"
+    for key in ("clean_accuracy", "accuracy", "per_class", "first_flip"):
+        assert ort_res[key] == torch_res[key], key
+    assert robustness(model, x, y, precision="bf16", **kw)["engine"] == "torch"     # bf16: PyTorch's autocast
+    wrong = rob._predictor(model)(np.asarray(x[:8])) + 1                  # predictions that are not PyTorch's
+    assert rob._onnx_predictor(model, np.asarray(x[:8]), wrong) is None
+
+
 def test_checkpoint_and_cli(tiny_ckpt, capsys):
     from cnnlib.__main__ import main
     assert main(["robustness", tiny_ckpt, "--images", "6", "--corruptions", "fog", "brightness", "--json"]) == 0
