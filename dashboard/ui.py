@@ -108,12 +108,14 @@ def scroll_into_view(key: str, token, block: str = "nearest") -> None:
     """Scroll the browser smoothly until the container `key` is in view: as little as needed ("nearest", for a
     panel opened beside what the user pressed), or with its top at the window's top ("start", for results that
     grow as their images load). Runs once per `token` (the script's text changes with it); reruns with the same
-    token leave the scroll alone."""
+    token leave the scroll alone. Scrolls again whenever the container grows in its first 4 s (its images loading,
+    rows the script draws after the first scroll), so a panel that grows ends up in the window all the same."""
     if block not in ("nearest", "start"):
         raise ValueError(f"block must be 'nearest' or 'start', not {block!r}")
     st.html(f"<script>/* {key} {token} */ setTimeout(() => {{ const el = document.querySelector('.st-key-{key}');"
-            f" if (el) el.scrollIntoView({{behavior: 'smooth', block: '{block}'}}); }}, 200);</script>",
-            unsafe_allow_javascript=True)
+            f" if (!el) return; const go = () => el.scrollIntoView({{behavior: 'smooth', block: '{block}'}}); go();"
+            " const grown = new ResizeObserver(() => go()); grown.observe(el);"      # images and rows arriving late
+            " setTimeout(() => grown.disconnect(), 4000); }, 200);</script>", unsafe_allow_javascript=True)
 
 
 # ----------------------------------------------------------------------------- charts and downloads
