@@ -26,7 +26,8 @@ ctx, problem = sidebar.draw(load_model=page.title != frame.PAGES[0].title)    # 
 frame.set_current(ctx, problem, page.title)
 progress_slot = st.sidebar.empty()       # the warm-up's progress, under the checkpoint picker (sidebar.py's order)
 try:
-    page.run()
+    with warmup.page_running():          # the background preparation pauses while a page is being drawn
+        page.run()
 finally:
     warmup.start_imports()     # once per server process: torch and cnnlib's heavy modules, after this page
     warmup.start(ctx)          # once per checkpoint and data folder per server process

@@ -43,6 +43,9 @@ _STATUS: dict = {}           # (checkpoint key, data) -> {"step", "done", "total
 _FEATURES: dict = {}         # (checkpoint key, data key, split) -> the store's dict (memory-mapped arrays)
 _FEATURE_LOCKS: dict = {}    # same key -> Lock: one pass at a time per split
 _PROGRESS: dict = {}         # same key -> (done, total) of the pass under way
+_PAGES = [0]                 # page scripts running now: the warm-up waits between its batches while any runs
+_WAITING = [0]               # pages waiting for a pass the warm-up is running: then it never pauses
+YIELD_MAX_S = 30.0           # ... but never longer than this at a time (a page stuck in a long computation)
 
 
 class _Quiet(logging.Filter):
@@ -83,6 +86,31 @@ def start_imports() -> None:
     threading.Thread(target=_import_heavy, name="cnnlens-warmup-imports", daemon=True).start()
 
 
+# ----------------------------------------------------------------------------- sharing the CPU with pages
+
+class page_running:
+    """`with warmup.page_running(): page.run()` (Home.py): while any page's script runs, the warm-up pauses
+    after its current batch, so the page a person is waiting for gets the cores (2 on a laptop)."""
+
+    def __enter__(self):
+        with _LOCK:
+            _PAGES[0] += 1
+
+    def __exit__(self, *exc):
+        with _LOCK:
+            _PAGES[0] -= 1
+        return False
+
+
+def _yield_to_pages() -> None:
+    """In the warm-up thread: wait (up to YIELD_MAX_S) while a page script runs."""
+    if not _in_background():
+        return
+    deadline = time.monotonic() + YIELD_MAX_S
+    while _PAGES[0] > 0 and not _WAITING[0] and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 # ----------------------------------------------------------------------------- the shared feature passes
 
 def _in_background() -> bool:
@@ -102,17 +130,27 @@ def split_features(ctx: Ctx, split: str, pixels) -> dict:
     text = f"Reading the {len(pixels[1]):,} {what} images through the network (once per checkpoint; then from disk)…"
     bar = None if _in_background() else st.progress(0.0, text=text)
     try:
-        while not lock.acquire(timeout=0.5):           # another session or the warm-up is on it: show its progress
-            done, total = _PROGRESS.get(key, (0, 1))
-            if bar is not None:
-                bar.progress(min(1.0, done / max(total, 1)), text=text)
+        if not lock.acquire(blocking=False):           # another session or the warm-up is on it: show its progress
+            with _LOCK:
+                _WAITING[0] += 1
+            try:
+                while not lock.acquire(timeout=0.5):
+                    done, total = _PROGRESS.get(key, (0, 1))
+                    if bar is not None:
+                        bar.progress(min(1.0, done / max(total, 1)), text=text)
+            finally:
+                with _LOCK:
+                    _WAITING[0] -= 1
         try:
             if key not in _FEATURES:
                 def back(done: int, total: int) -> None:
                     _PROGRESS[key] = (done, total)
+                    _yield_to_pages()
                     if bar is not None:
                         bar.progress(min(1.0, done / max(total, 1)), text=text)
                 folder, data_key = features.checkpoint_feature_key(ctx.meta, split, ctx.data or None)
+                while len(_FEATURES) >= 8:                  # memory-mapped, but bounded all the same
+                    _FEATURES.pop(next(iter(_FEATURES)))
                 _FEATURES[key] = features.split_features(ctx.model, pixels[0], pixels[1], folder, data_key,
                                                          progress=back)
         finally:
@@ -132,6 +170,7 @@ def _work(ctx: Ctx, token) -> None:
 
     def step(name: str) -> None:
         status.update(step=STEPS.index(name), done=0, total=0)
+        _yield_to_pages()
     try:
         step("loading the model")
         ctx.model                  # noqa: B018 - the model first: into the shared cache every session reads

@@ -445,6 +445,34 @@ def test_warm_up_fills_the_caches_the_pages_read(lens_checkpoints, misses, monke
     assert (misses["predictions_for"], misses["compute_report"]) == before[:2] and passes == [1]
 
 
+def test_warm_up_pauses_while_a_page_runs_unless_the_page_waits_for_it(monkeypatch):
+    import threading
+    import time
+
+    import warmup
+    monkeypatch.setattr(warmup, "YIELD_MAX_S", 5.0)
+    waited = []
+
+    def background():
+        t0 = time.monotonic()
+        warmup._yield_to_pages()
+        waited.append(time.monotonic() - t0)
+    with warmup.page_running():
+        th = threading.Thread(target=background, name="cnnlens-warmup-test")
+        th.start()
+        time.sleep(0.5)
+        assert th.is_alive()                                   # paused: a page is being drawn
+    th.join(3)
+    assert len(waited) == 1 and 0.4 < waited[0] < 3
+    with warmup.page_running():                                # a page waiting for the warm-up's own pass
+        monkeypatch.setattr(warmup, "_WAITING", [1])
+        th = threading.Thread(target=background, name="cnnlens-warmup-test2")
+        th.start()
+        th.join(3)
+    assert len(waited) == 2 and waited[1] < 0.3                # no pause: that would stall them both
+    warmup._yield_to_pages()                                   # a page's own thread never pauses
+
+
 def test_warm_up_progress_shows_in_the_sidebar(lens_checkpoints, monkeypatch):
     """While the warm-up runs the sidebar shows its step and images; once done, one line says so."""
     import checkpoints as ck
