@@ -190,7 +190,11 @@ def walk(url: str, checkpoint_names: list[str], out: Path, upload: Path | None =
         _idle(page)
         for ck in checkpoint_names:
             _pick_checkpoint(page, ck)
-            if warm:
+            if warm:                    # the first page with pixels while the preparation runs, then wait for it
+                errors = next(e for e in frame.PAGES if e.url == "Errors")
+                first = _view(page, ck, errors, out, None, log)
+                log(f"  {'':<34} {'(first page with pixels, during the preparation)':<24} {first['seconds']:6.1f} s",
+                    flush=True)
                 t0 = time.perf_counter()
                 said = wait_warm(page)
                 log(f"  {ck:<34} {'(background preparation)':<24} {time.perf_counter() - t0:6.1f} s  "
