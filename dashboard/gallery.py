@@ -1,7 +1,8 @@
 """The image gallery of the Errors page, shared by every page that lists test images (an embedding selection):
-cells of image, caption box, **Explain** and **Open** (the image on its own page, views/sample.py); the explanation ("why this, why not that" saliency, and the
-training images nearest to it) opens right under the pressed image's row. Every key starts with the page's
-prefix: <prefix>_gallery (or `key`), <prefix>_cell_<i>, <prefix>_btn_<i>, <prefix>_open_<i>, <prefix>_explain_panel, ...
+cells of image, caption box, **Explain** and **Open** (the image on its own page, views/sample.py); the
+explanation ("why this, why not that" saliency, and the training images nearest to it) opens right under the
+pressed image's row. Every key starts with the page's prefix: <prefix>_gallery (or `key`), <prefix>_cell_<i>,
+<prefix>_btn_<i>, <prefix>_open_<i>, <prefix>_explain_panel, ...
 
 With the triage verdicts (cnnlib.diagnose.triage, worked out on request: "Find out why"), each cell shows its
 verdict, confidence and one line of evidence, and the page filters by verdict (verdict_filter, keep_verdicts).

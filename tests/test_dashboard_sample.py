@@ -120,7 +120,8 @@ def test_the_embeddings_point_opens_and_the_selection_shows_verdicts(lens_checkp
     on_sample_page(at, point)
 
     at.switch_page("views/embeddings.py").run()                              # a selection: verdicts on request
-    points = [{"curve_number": c, "point_index": j} for c, t in enumerate(spec["data"]) for j in range(len(arr(t["x"])))]
+    points = [{"curve_number": c, "point_index": j} for c, t in enumerate(spec["data"])
+              for j in range(len(arr(t["x"])))]
     at.session_state["emb_chart"] = {"selection": {"points": points, "point_indices": [], "box": [], "lasso": []}}
     at.run()
     ok(at)
