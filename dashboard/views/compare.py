@@ -10,6 +10,7 @@ import twomodels
 import frame
 import imagepick
 import pictures
+import sample
 import selections
 import testdata
 import ui
@@ -128,6 +129,8 @@ with ui.guard("showing the images they disagree on"):
                 cols = st.columns(3)
                 cols[0].image(pictures.enlarge(x[i], 160), caption=f"#{i} · true {classes[int(y[i])]}",
                               width="stretch")
+                with cols[0]:
+                    sample.open_button(i, f"cmp_open_{i}")
                 for col, run, pr, name in ((cols[1], ctx, pa, "A"), (cols[2], b, pb, "B")):
                     p = int(pr["preds"][i])
                     pick = imagepick.test_image(run, x, y, i)

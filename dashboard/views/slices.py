@@ -11,6 +11,7 @@ import failslices
 import frame
 import gallery
 import pictures
+import sample
 import selections
 import testdata
 import ui
@@ -118,8 +119,8 @@ def card(s: dict) -> None:
         caps = [f"#{i}" + ("" if one else f" {classes[int(preds['targets'][i])]}") + (
             " ✓" if preds["preds"][i] == preds["targets"][i] else f" → {classes[int(preds['preds'][i])]}")
             for i in typical]
-        with st.container(key=f"slices_typical_{rank}"):
-            st.image([pictures.enlarge(x[i], 96) for i in typical], caption=caps, width=96)
+        sample.grid(x[typical], typical, caps, key=f"slices_typical_{rank}", prefix=f"slices_typ{rank}", size=96,
+                    ncols=max(len(typical), 1))      # one row; Open under each image: its own page
 
 
 def images(s: dict) -> None:
