@@ -93,7 +93,9 @@ def test_zoom_is_scipy_zoom_order_1():
 # exactly, with one exception: zoom blur (and snow's zoomed flake layer) interpolate with two taps per output
 # instead of a dense (out, in) matrix product through BLAS, whose fused multiply-adds round differently in the
 # last bit; after averaging 6-26 zooms and truncating to uint8, a value can land one level lower or higher.
-TOLERANCE = {"zoom_blur": (1, 1e-3)}           # corruption: (max difference in uint8 levels, fraction of values)
+TOLERANCE = {"zoom_blur": (1, 1e-3), "snow": (1, 1e-3)}   # corruption: (max uint8 levels apart, fraction of values)
+# (snow zooms its flake layer: exact on these images and on 100 CIFAR-10 test images, but the reference's BLAS
+# kernel depends on the CPU)
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS)

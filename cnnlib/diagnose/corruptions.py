@@ -8,7 +8,10 @@ every image draws the same random numbers, in the same order, as it would one at
 image in a short loop, or all at once where numpy's stream is the same), and the arithmetic runs on the whole
 (B, H, W, 3) float64 array. Only the loops that are C code already (PIL's JPEG and pixelate, OpenCV's filter and
 warp) stay per image. The results equal the per-image definitions of cnnlib before batching (tests/
-test_robustness.py keeps that reference and compares every corruption and severity).
+test_robustness.py keeps that reference and compares every corruption and severity), except where a zoom is
+involved: it interpolates with two taps per output, not a dense matrix product through BLAS, whose fused
+multiply-adds round the last bit differently, so a zoom-blurred value can truncate one uint8 level apart (on
+about 1 value in 10,000).
 
 The corruptions and their 5 parameter sets are CIFAR-10-C's (Hendrycks & Dietterich, ICLR 2019; make_cifar_c.py of
 github.com/hendrycks/robustness) in numpy / scipy / OpenCV / Pillow: imagecorruptions 1.1.2 breaks on NumPy 2 and
