@@ -79,10 +79,14 @@ def show(ctx: Ctx, preds: dict, pixels, indices, prefix: str, key: str | None = 
             explanation_panel(ctx, preds, pixels, int(chosen), prefix)   # filtered out meanwhile: keep it at the end
 
 
+@st.fragment
 def explanation_panel(ctx: Ctx, preds: dict, pixels, idx: int, prefix: str, standalone: bool = False) -> None:
     """Saliency for the predicted and the true class of test image `idx` (a correct one: the runner-up class),
     side by side, then its nearest training images. standalone: the panel is the page's own (views/sample.py):
-    no Close button, no scroll."""
+    no Close button, no scroll. A fragment: its own widgets (method, scale, opacity, the influence button) redraw
+    the panel alone, not the page's whole gallery; Close redraws the page."""
+    if not standalone and st.session_state.get(f"{prefix}_explain") != idx:
+        st.rerun()                                   # closed (or another image chosen): the page redraws without it
     classes = ctx.classes
     x = pixels[0]
     true, pred = int(preds["targets"][idx]), int(preds["preds"][idx])
