@@ -37,7 +37,7 @@ STEPS = ("loading the model", "listing its layers", "reading the test images", "
          "features of the test images", "the map of the test images", "reading the training images",
          "features of the training images",
          "indexing the training images", "indexing the test images", "finding the failure slices",
-         "weighing the evidence for every mistake")
+         "weighing the evidence for every mistake", "the t-SNE and UMAP maps")
 POLL_S = 1.0                 # how often the sidebar's progress redraws while the warm-up runs
 _STATUS: dict = {}           # (checkpoint key, data) -> {"step", "done", "total", "started", "finished", "failed"}
 _FEATURES: dict = {}         # (checkpoint key, data key, split) -> the store's dict (memory-mapped arrays)
@@ -215,6 +215,11 @@ def _work(ctx: Ctx, token) -> None:
                 import verdicts
                 step("weighing the evidence for every mistake")
                 verdicts.triage(ctx, preds, pixels)            # Errors' "Find out why": ready
+            n_total = len(pixels[1])
+            if n_total >= diagnose.EMBED_DEFAULT:              # a full default sample: tens of seconds each
+                step("the t-SNE and UMAP maps")
+                for method in ("tsne", "umap"):
+                    diagnose.projection(ctx, method, diagnose.EMBED_DEFAULT, n_total)
     except Exception:  # noqa: BLE001 - a warm-up must never hurt; the page will report the problem
         status["failed"] = True
         log.debug("warm-up failed", exc_info=True)

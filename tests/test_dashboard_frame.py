@@ -432,7 +432,7 @@ def test_warm_up_fills_the_caches_the_pages_read(lens_checkpoints, misses, monke
     warmup._STATUS[(ctx.key, ctx.data)] = {"step": 0, "started": 0.0, "finished": None, "failed": False, "key": None}
     warmup._work(ctx, (ctx.key, ctx.data))
     p = warmup.progress(ctx)
-    assert p["finished"] and not p["failed"] and p["name"] == warmup.STEPS[-1]
+    assert p["finished"] and not p["failed"] and p["name"] == "weighing the evidence for every mistake"
     assert len(passes) <= 2                              # at most one pass per split (none when already on disk)
     before = (misses["predictions_for"], misses["compute_report"], len(passes))
     passes.clear()
