@@ -2,7 +2,8 @@
 the label-issue list, a disagreement list) kept under a name in this browser session, listed on the Selections
 page and exported as CSV by cnnlib.diagnose.compare.selection_csv (index, file path for ImageFolder data, label,
 prediction, confidence, score, tag). A tagged set keeps its CSV rows, so it survives switching checkpoints.
-Also the images tagged one by one on the One image page (saved beside the checkpoint: dashboard/sample.py)."""
+Also the images tagged one by one on the One image page (saved beside the checkpoint: dashboard/sample.py), and
+`page_of`, the paging of a selection's gallery."""
 from __future__ import annotations
 
 import csv
@@ -12,6 +13,7 @@ import io
 import numpy as np
 import streamlit as st
 
+import compute
 import diagnose
 import ui
 from checkpoints import Ctx
@@ -102,3 +104,14 @@ def _tag(name: str, kind: str, ctx: Ctx, preds: dict, idx, scores) -> None:
         add(name, kind, ctx, preds, idx, scores)
     except Exception as e:  # noqa: BLE001 - a callback must not end in a traceback
         st.session_state[f"{_STATE}.error"] = ui.one_sentence(str(e))
+
+
+def page_of(ordered, column, prefix: str) -> np.ndarray:
+    """One page (compute.SELECTION_PAGE images) of the test indices `ordered`, chosen by a page number in
+    `column` (key <prefix>_page), with a caption saying which images it holds."""
+    size = compute.SELECTION_PAGE
+    pages = max(1, -(-len(ordered) // size))
+    page = int(column.number_input(f"Page (of {pages})", 1, pages, **ui.kept(f"{prefix}_page", 1, bounds=(1, pages))))
+    part = ordered[(page - 1) * size: page * size]
+    st.caption(f"Images {(page - 1) * size + 1}–{(page - 1) * size + len(part)} of {len(ordered):,}, {size} per page.")
+    return part

@@ -5,13 +5,11 @@ and tag box are inside the window without scrolling; Find out why gives the verd
 test's tmp dir and artifacts/browser/sample_*.png. Skip with `pytest --no-browser` or CNNLENS_SKIP_BROWSER=1."""
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
-import torch
 
-from conftest import build_lens_checkpoints, write_image_folder
+from conftest import build_browser_checkpoints
 from test_browser import ARTIFACTS, browser_page, driver, no_exception, server, settle, wait_ready  # noqa: F401
 
 pytestmark = pytest.mark.browser
@@ -19,18 +17,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def lens_checkpoints(tiny_ckpt, tmp_path_factory):
-    """The dashboard suites' checkpoints, wrong.pt pointed at a larger folder of the same classes (240 test
-    images, so the Errors gallery has rows of mistakes; 200 training images for the neighbours and verdicts)."""
-    base = tmp_path_factory.mktemp("browser-sample")
-    lc = build_lens_checkpoints(tiny_ckpt, base)
-    big = write_image_folder(base / "bigdata", n_train=200, n_test=240, classes=lc["classes"], size=16)
-    ckpt = torch.load(lc["wrong"], weights_only=True)
-    ckpt["data"] = {**ckpt["data"], "path": big}
-    ckpt.pop("test_predictions", None)           # other test images: predictions are computed from the pixels
-    stamp = os.path.getmtime(lc["wrong"])
-    torch.save(ckpt, lc["wrong"])
-    os.utime(lc["wrong"], (stamp, stamp))
-    return lc
+    """The dashboard suites' checkpoints, wrong.pt on 240 test and 200 training images (conftest)."""
+    return build_browser_checkpoints(tiny_ckpt, tmp_path_factory.mktemp("browser-sample"))
 
 
 def shot(page, tmp_path, name: str) -> None:

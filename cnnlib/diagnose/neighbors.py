@@ -27,11 +27,7 @@ For a checkpoint, the entry sits beside the decoded splits in `<data root>/cnnli
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -1,7 +1,6 @@
 """The test set as a 2-D map of the network's penultimate features (PCA, t-SNE or UMAP), coloured by class,
 prediction, correctness, confidence or label quality; a selection goes to the Errors page's gallery (class
 breakdown, ordered by loss, Explain on each), can be tagged and exported."""
-import math
 
 import numpy as np
 import plotly.express as px
@@ -165,12 +164,7 @@ with ui.guard("showing the selected images"):
                                     **ui.kept("emb_sort", "loss"))
                 verdicts = gallery.verdict_filter(ctx, preds, pixels, prefix="emb_sel")   # None until pressed
                 ordered = gallery.keep_indices(compute.selection_order(chosen, preds, order_by), verdicts)
-                size = compute.SELECTION_PAGE
-                pages = max(1, math.ceil(len(ordered) / size))
-                page = int(s2.number_input(f"Page (of {pages})", 1, pages, **ui.kept("emb_page", 1, bounds=(1, pages))))
-                part = ordered[(page - 1) * size: page * size]
-                st.caption(f"Images {(page - 1) * size + 1}–{(page - 1) * size + len(part)} of {len(ordered):,}, "
-                           f"{size} per page.")
+                part = selections.page_of(ordered, s2, "emb")
                 selections.tag_box(ctx, preds, ordered, "emb", "embedding selection", f"{axis} selection",
                                    f"embedding-{method}-selection.csv")
             gallery.show(ctx, preds, pixels, part, prefix="emb_sel", key="emb_selected", verdicts=verdicts)

@@ -1,7 +1,6 @@
 """Failure slices: groups of test images that look alike to the network and that it gets wrong far more often
 than overall (cnnlib slices), worst first, each with its class mix, verdict mix and most typical images; a
 slice's images open in the gallery under its card, to explain and to tag for the Selections page."""
-import math
 
 import numpy as np
 import streamlit as st
@@ -10,7 +9,6 @@ import compute
 import failslices
 import frame
 import gallery
-import pictures
 import sample
 import selections
 import testdata
@@ -137,12 +135,7 @@ def images(s: dict) -> None:
         ordered = np.asarray(s["indices"], np.int64)
         if order_by == "loss":
             ordered = compute.selection_order(ordered, preds, "loss")
-        size = compute.SELECTION_PAGE
-        pages = max(1, math.ceil(len(ordered) / size))
-        page = int(c2.number_input(f"Page (of {pages})", 1, pages, **ui.kept("slices_page", 1, bounds=(1, pages))))
-        part = ordered[(page - 1) * size: page * size]
-        st.caption(f"Images {(page - 1) * size + 1}–{(page - 1) * size + len(part)} of {len(ordered):,}, "
-                   f"{size} per page.")
+        part = selections.page_of(ordered, c2, "slices")
         selections.tag_box(ctx, preds, ordered, "slices", "failure slice", f"failure slice {rank}",
                            f"failure-slice-{rank}.csv")
         gallery.show(ctx, preds, pixels, part, prefix="slices_sel", key="slices_gallery",
