@@ -163,14 +163,17 @@ def wait_warm(page, timeout_s: float = 1800) -> float:
     done = page.locator(".st-key-side_warm", has_text="Prepared in")
     stopped = page.locator(".st-key-side_warm", has_text="stopped early")
     deadline = time.monotonic() + timeout_s
+    last_seen = time.monotonic()
     while time.monotonic() < deadline:
         if done.count():
             m = re.search(r"Prepared in (\d+) s", done.first.inner_text())
             return float(m.group(1)) if m else float("nan")
         if stopped.count():
             raise RuntimeError("the background preparation stopped early (see the server log)")
-        if not page.locator(".st-key-side_warm").count() and time.monotonic() > deadline - timeout_s + 20:
-            return float("nan")                     # no warm-up shown after 20 s: it is off
+        if page.locator(".st-key-side_warm").count():
+            last_seen = time.monotonic()
+        elif time.monotonic() - last_seen > 30:
+            return float("nan")                     # no progress shown for 30 s: the warm-up is off
         page.wait_for_timeout(1000)
     raise TimeoutError(f"the background preparation had not finished after {timeout_s:.0f} s")
 

@@ -25,11 +25,16 @@ page = frame.navigation()
 ctx, problem = sidebar.draw(load_model=page.title != frame.PAGES[0].title)    # Home: no model, no torch
 frame.set_current(ctx, problem, page.title)
 progress_slot = st.sidebar.empty()       # the warm-up's progress, under the checkpoint picker (sidebar.py's order)
+shown = warmup.progress(ctx) is not None
+if shown:                                # drawn before the page: it stays in view while the page is drawn
+    with progress_slot:
+        warmup.status(ctx)
 try:
     with warmup.page_running():          # the background preparation pauses while a page is being drawn
         page.run()
 finally:
     warmup.start_imports()     # once per server process: torch and cnnlib's heavy modules, after this page
     warmup.start(ctx)          # once per checkpoint and data folder per server process
-    with progress_slot:
-        warmup.status(ctx)
+    if not shown:
+        with progress_slot:
+            warmup.status(ctx)
