@@ -20,6 +20,8 @@ from cnnlib.errors import CNNLibError
 EMBED_DEFAULT = 2000        # test images projected by default (t-SNE / UMAP on 10,000 take tens of seconds)
 NEIGHBOURS_K = 9
 FAITH_N = 20                # test images averaged on the Faithfulness page by default
+FAITH_METHODS = ("saliency", "integrated_gradients", "gradcam")   # the Faithfulness page's methods by default
+FAITH_STEPS = 16            # points on each deletion / insertion curve by default
 PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 _INDEXES: dict = {}         # (checkpoint key, data key, split) -> Index (or influence features), shared by sessions
 _INDEX_LOCK = threading.Lock()

@@ -19,6 +19,9 @@ AUTO_SCORE_PIXELS = 2**24  # images x height x width scored without asking (10,0
 
 # ----------------------------------------------------------------------------- layers
 
+SANITY_METHOD = "saliency"      # the Sanity check page's method by default
+
+
 def conv_layers(ctx: Ctx) -> list[str]:
     """The Conv2d layers, in execution order (the forward-pass page's choices)."""
     return compute.conv_layer_names(ctx)
@@ -242,3 +245,22 @@ def sanity(ctx: Ctx, pick, method: str, target: int | None, seed: int = 0) -> li
 
 def sanity_methods() -> dict[str, str]:
     return compute.attribution_methods()
+
+
+def first_image_views(ctx: Ctx, pixels) -> None:
+    """For the background preparation (dashboard/warmup.py): the default view of test image #0 (each page's
+    first image) on the three per-image pages that take seconds at 224 px: Forward pass (the first conv layer's
+    centre unit of channel 0, and the head), Faithfulness (its default methods, steps and baseline) and Sanity
+    check (its default method)."""
+    import diagnose
+    import imagepick
+    pick = imagepick.test_image(ctx, pixels[0], pixels[1], 0)
+    target = int(compute.probabilities(ctx, pick).argmax())
+    convs = conv_layers(ctx)
+    if convs:
+        _, h, w = conv_map(ctx, pick, convs[0]).shape
+        unit(ctx, pick, convs[0], 0, h // 2, w // 2)
+    head(ctx, pick, None)
+    for method in diagnose.FAITH_METHODS:
+        diagnose.curves(ctx, pick, method, target, diagnose.FAITH_STEPS, diagnose.baselines()[0])
+    sanity(ctx, pick, SANITY_METHOD, None)

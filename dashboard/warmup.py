@@ -34,7 +34,8 @@ _IMPORTS_STARTED = threading.Event()
 HEAVY_MODULES = ("torch", "cnnlib.models.registry", "cnnlib.io.checkpoint", "cnnlib.inference", "cnnlib.modelops",
                  "cnnlib.models.anatomy", "cnnlib.diagnose.evaluate", "cnnlib.data.datasets", "cnnlib.explain.attribution", "plotly.graph_objects")
 STEPS = ("loading the model", "listing its layers", "reading the test images", "classifying the test images",
-         "features of the test images", "the map of the test images", "reading the training images",
+         "features of the test images", "the map of the test images", "the first test image on every page",
+         "reading the training images",
          "features of the training images",
          "indexing the training images", "indexing the test images", "finding the failure slices",
          "weighing the evidence for every mistake", "the t-SNE and UMAP maps")
@@ -88,6 +89,16 @@ def start_imports() -> None:
 
 # ----------------------------------------------------------------------------- sharing the CPU with pages
 
+def _trim() -> None:
+    """Hand the heap's freed pages back to the system (glibc's malloc_trim): the big temporary arrays of a pass or
+    an attribution at 224 px otherwise stay in the server's resident memory after they are freed."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass                                           # not glibc: the allocator keeps its own policy
+
+
 class page_running:
     """`with warmup.page_running(): page.run()` (Home.py): while any page's script runs, the warm-up pauses
     after its current batch, so the page a person is waiting for gets the cores (2 on a laptop)."""
@@ -99,6 +110,7 @@ class page_running:
     def __exit__(self, *exc):
         with _LOCK:
             _PAGES[0] -= 1
+        _trim()
         return False
 
 
@@ -166,6 +178,7 @@ def split_features(ctx: Ctx, split: str, pixels) -> dict:
 
 def _work(ctx: Ctx, token) -> None:
     import diagnose                                   # imported here: diagnose imports this module
+    import teaching
     status = _STATUS[token]
 
     def step(name: str) -> None:
@@ -193,6 +206,8 @@ def _work(ctx: Ctx, token) -> None:
                 step("the map of the test images")
                 n_total = len(pixels[1])
                 diagnose.projection(ctx, "pca", min(diagnose.EMBED_DEFAULT, n_total), n_total)
+            step("the first test image on every page")
+            teaching.first_image_views(ctx, pixels)
         step("reading the training images")
         train = diagnose.train_pixels(ctx, notice=False)
         if train is not None:
@@ -225,6 +240,7 @@ def _work(ctx: Ctx, token) -> None:
         log.debug("warm-up failed", exc_info=True)
     finally:
         status["finished"] = time.time()
+        _trim()
 
 
 def _track(status: dict, key) -> None:

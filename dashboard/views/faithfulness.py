@@ -22,12 +22,12 @@ methods = compute.attribution_methods()
 with ui.guard("choosing the settings"):
     c1, c2, c3 = st.columns([4, 1, 1])
     chosen = c1.multiselect("Methods", list(methods), format_func=methods.get, max_selections=6,
-                            **ui.kept("faith_methods", ["saliency", "integrated_gradients", "gradcam"], list(methods)))
+                            **ui.kept("faith_methods", list(diagnose.FAITH_METHODS), list(methods)))
     bases = list(diagnose.baselines())
     baseline = c2.selectbox("Baseline", bases, **ui.kept("faith_baseline", bases[0], bases),
                             help="What a removed pixel becomes: black (zeros), blur (a strong blur of the image: "
                                  "fewer unnatural images), mean (the training mean colour).")
-    steps = int(c3.number_input("Steps", 4, 64, step=4, **ui.kept("faith_steps", 16),
+    steps = int(c3.number_input("Steps", 4, 64, step=4, **ui.kept("faith_steps", diagnose.FAITH_STEPS),
                                 help="Points on each curve: pixels are removed in this many equal shares."))
 if not chosen:
     st.info("Pick at least one method above.")

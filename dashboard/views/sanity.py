@@ -24,7 +24,7 @@ if pick is not None:
         methods = teaching.sanity_methods()
         c1, c2 = st.columns([2, 3])
         method = c1.selectbox("Method", list(methods), format_func=methods.get,
-                              **ui.kept("san_method", "saliency", list(methods)))
+                              **ui.kept("san_method", teaching.SANITY_METHOD, list(methods)))
         options = ["predicted"] + ctx.classes
         target = c2.selectbox("Explain the class", options, **ui.kept("san_target", "predicted", options))
         rows = teaching.sanity(ctx, pick, method, None if target == "predicted" else ctx.classes.index(target))
