@@ -117,7 +117,8 @@ def feature_map(raw, title: str, y: int, x: int) -> go.Figure:
     h, w = v.shape
     fig = go.Figure(go.Heatmap(z=v, colorscale="Viridis", hoverinfo="skip", colorbar=dict(thickness=10)))
     px = max(6, min(28, int(380 / max(h, w))))
-    fig.add_trace(go.Scatter(
+    points = go.Scattergl if h * w > 2500 else go.Scatter     # a 112 x 112 map's 12,544 SVG targets took seconds to draw
+    fig.add_trace(points(
         x=[j for i in range(h) for j in range(w)], y=[i for i in range(h) for j in range(w)],
         customdata=[float(v[i, j]) for i in range(h) for j in range(w)], mode="markers", showlegend=False,
         marker=dict(symbol="square", size=int(px * 0.9), color="rgba(0,0,0,0)"),
