@@ -427,7 +427,9 @@ def test_warm_up_fills_the_caches_the_pages_read(lens_checkpoints, misses, monke
     monkeypatch.setattr(warmup, "_STATUS", {})
     passes = []
     real = anatomy.penultimate_features
-    monkeypatch.setattr(anatomy, "penultimate_features", lambda *a, **k: passes.append(len(a[1])) or real(*a, **k))
+    from cnnlib.diagnose import neighbors, projection
+    for module in (anatomy, neighbors, projection):       # every name a pass can be reached by
+        monkeypatch.setattr(module, "penultimate_features", lambda *a, **k: passes.append(len(a[1])) or real(*a, **k))
     ctx = ck.open_choice(str(tmp_path / "fresh.pt"))
     warmup._STATUS[(ctx.key, ctx.data)] = {"step": 0, "started": 0.0, "finished": None, "failed": False, "key": None}
     warmup._work(ctx, (ctx.key, ctx.data))
