@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
-from pagedriver import CHROMIUM, CHROMIUM_ARGS, REPO, VIEWPORT, stop_server  # noqa: E402,F401 - the one page driver
+from pagedriver import CHROMIUM, CHROMIUM_ARGS, REPO, VIEWPORT, app_tracebacks, stop_server  # noqa: E402,F401
 from pagedriver import start_server as _start  # noqa: E402
 METHODS = ("Saliency", "Grad-CAM", "Input × Gradient")
 PER_SESSION_MB = 40.0
@@ -419,8 +419,8 @@ def run(sessions: int = 10, seconds: float = 120.0, checkpoints: str | None = No
         sampler.stop()
         stop_server(proc)
         server_log = (work / "load.log").read_text()
-    if "Traceback" in server_log:
-        stats.errors.append("server log holds a traceback: " + server_log[server_log.index("Traceback"):][:500])
+    for tb in app_tracebacks(server_log)[:1]:
+        stats.errors.append("server log holds a traceback: " + tb[:500])
 
     models = 2                                   # the file and its uploaded copy (same weights)
     bound = r_ref + (models - 1) * (MODEL_FACTOR * file_mb + c_ref) + sessions * PER_SESSION_MB

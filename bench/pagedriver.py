@@ -7,6 +7,7 @@ the page walk (bench/walk_pages.py), the first-page benchmark and the load test 
         wait_ready(page, "Evaluation", ".st-key-eval_cm")   title shown, script finished, element visible
         nav_link(page, "Errors").click(); settle(page)
         no_exception(page, "Errors"); in_viewport(page, sel)
+    app_tracebacks(log_text)                                the server log's tracebacks, less a closed tab's
 
 Chromium is Debian's (`/usr/bin/chromium`, or $CNNLENS_CHROMIUM) with the flags a person's fresh browser would
 have (no background network, no first-run UI). Servers listen on 127.0.0.1 only.
@@ -39,6 +40,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def app_tracebacks(log: str) -> list[str]:
+    """The tracebacks in a server log, less the one Streamlit logs when a browser goes away during the websocket
+    handshake (starlette's WebSocketDisconnected: a tab closed as the sessions end, not an error of the app)."""
+    head = "Traceback (most recent call last):"
+    out = []
+    for block in log.split(head)[1:]:
+        raised = next((ln for ln in block.splitlines()[1:] if ln.strip() and not ln.startswith((" ", "\t"))), "")
+        if "WebSocketDisconnected" not in raised:
+            out.append(head + block)
+    return out
 
 
 def chromium_problem() -> str | None:

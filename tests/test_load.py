@@ -26,3 +26,15 @@ def test_three_sessions_for_twenty_seconds(lens_checkpoints):
     assert result["errors"] == [], result["errors"]
     assert result["crosstalk"] == [], result["crosstalk"]
     assert result["peak_rss_mb"] <= result["bound_mb"], result
+
+
+def test_only_a_closed_tabs_traceback_is_forgiven():
+    """The server-log check ignores Streamlit's note that a browser left mid-handshake, nothing else."""
+    driver = bench_module("pagedriver")
+    closed_tab = ('Traceback (most recent call last):\n  File "starlette_websocket.py", line 516, in _websocket_endpoint\n'
+                  '    data = await websocket.receive_bytes()\nstarlette.websockets.WebSocketDisconnected: WebSocket is '
+                  'not connected. Need to call "accept" first.\n')
+    app_error = 'Traceback (most recent call last):\n  File "dashboard/views/x.py", line 3\n    1 / 0\nZeroDivisionError: x\n'
+    assert driver.app_tracebacks("start\n" + closed_tab + "more\n") == []
+    found = driver.app_tracebacks(closed_tab + "more\n" + app_error)
+    assert len(found) == 1 and "ZeroDivisionError" in found[0]

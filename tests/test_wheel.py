@@ -81,4 +81,4 @@ def test_cnnlib_dashboard_from_an_empty_folder_in_a_fresh_venv(wheel, tmp_path):
     import urllib.request
     with pytest.raises(OSError):      # stopping `cnnlib dashboard` stopped the server: it is the server (exec)
         urllib.request.urlopen(url + "/_stcore/health", timeout=5)
-    assert "Traceback" not in text, text[-3000:]
+    assert not driver.app_tracebacks(text), text[-3000:]
