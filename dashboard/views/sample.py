@@ -11,9 +11,9 @@ import testdata
 import ui
 
 ctx = frame.begin(
-    "Everything about one test image. Press **Open** under any image on the Evaluation, Errors, Embeddings or "
-    "Probably mislabelled page to come here; the address (…?i=N) opens the same image again, for you or a "
-    "colleague.")
+    "Everything about one test image. Press **Open** under any image on the Evaluation, Errors, Embeddings, "
+    "Probably mislabelled, Failure slices or Two models page to come here; the address (…?i=N) opens the same "
+    "image again, for you or a colleague.")
 
 pixels = testdata.test_pixels(ctx, why="Showing the image")
 preds, rep = ui.checked("evaluating the test split", compute.evaluation, ctx, pixels)
