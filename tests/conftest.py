@@ -152,12 +152,12 @@ def lens_checkpoints(tiny_ckpt, tmp_path_factory):
     return build_lens_checkpoints(tiny_ckpt, tmp_path_factory.mktemp("lens"))
 
 
-def build_browser_checkpoints(tiny_ckpt, base):
+def build_browser_checkpoints(tiny_ckpt, base, n_train: int = 200):
     """build_lens_checkpoints with wrong.pt pointed at a larger folder of the same classes (240 test images, so
     the Errors gallery has rows of mistakes and the map points worth selecting; 200 training images for the
     neighbours and verdicts). Its stored predictions are dropped: they are computed from the new pixels."""
     lc = build_lens_checkpoints(tiny_ckpt, base)
-    big = write_image_folder(base / "bigdata", n_train=200, n_test=240, classes=lc["classes"], size=16)
+    big = write_image_folder(base / "bigdata", n_train=n_train, n_test=240, classes=lc["classes"], size=16)
     ckpt = torch.load(lc["wrong"], weights_only=True)
     ckpt["data"] = {**ckpt["data"], "path": big}
     ckpt.pop("test_predictions", None)

@@ -12,7 +12,7 @@ import re
 import pytest
 import torch
 
-from conftest import build_lens_checkpoints, write_image_folder
+from conftest import build_browser_checkpoints, write_image_folder
 from test_browser import (browser_page, click_cell, driver, in_viewport, nav_link, no_exception,  # noqa: F401
                           server, settle, wait_ready)
 
@@ -26,14 +26,8 @@ def lens_checkpoints(tiny_ckpt, tmp_path_factory):
     """The dashboard suites' checkpoints (wrong.pt pointed at 240 test images, predictions computed from the
     pixels), plus imported.pt: the newest file, an imported model (no history) with a long torchvision name."""
     base = tmp_path_factory.mktemp("browser-newuser")
-    lc = build_lens_checkpoints(tiny_ckpt, base)
-    big = write_image_folder(base / "bigdata", n_train=8, n_test=240, classes=lc["classes"], size=16)
+    lc = build_browser_checkpoints(tiny_ckpt, base, n_train=8)
     ckpt = torch.load(lc["wrong"], weights_only=True)
-    ckpt["data"] = {**ckpt["data"], "path": big}
-    ckpt.pop("test_predictions", None)
-    stamp = os.path.getmtime(lc["wrong"])
-    torch.save(ckpt, lc["wrong"])
-    os.utime(lc["wrong"], (stamp, stamp))
     imported = {**ckpt, "history": [], "best_epoch": None, "created": "2099-01-01T00:00:00+00:00",
                 "model": {**ckpt["model"], "name": "torchvision/mobilenet_v3_small"},
                 "metrics": {"val_acc": None, "test_acc": None, "test_loss": None, "train_seconds": None}}
