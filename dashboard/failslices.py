@@ -39,12 +39,11 @@ def _model_key(ckpt_key: str, _model) -> str:
 def _index_on_disk(ctx: Ctx) -> bool:
     """Are the test images' features in cnnlib's disk cache already (diagnose.neighbour_index's entry, the one
     `cnnlib slices` and index_for_checkpoint(split="test") write)?"""
-    from cnnlib.data import cache as datacache
-    from cnnlib.data import spec as data_spec
+    from cnnlib.diagnose import features, neighbors
     try:
-        spec = data_spec.checkpoint_data_spec(ctx.meta, ctx.data or "")
-        name = f"neighbors-{_model_key(ctx.key, ctx.model)}-{spec.key()}-test-float32.json"
-        return os.path.isfile(os.path.join(datacache.cache_dir(spec.root), name))
+        folder, key = features.checkpoint_feature_key(ctx.meta, "test", ctx.data or None)
+        name = neighbors.index_name(_model_key(ctx.key, ctx.model), key) + ".json"
+        return os.path.isfile(os.path.join(folder, name))
     except Exception:  # noqa: BLE001 - not knowing means computing on request
         return False
 

@@ -7,7 +7,7 @@ contradicts, the training images nearest a prediction, maps of feature space, an
     features    split_features, features_for_checkpoint, checkpoint_feature_key (one pass per checkpoint and split:
                 the penultimate features every feature-space view reads, on disk), model_key, write_entry,
                 read_entry (the disk format of every cached array)
-    neighbors   build_index, index_from_store, index_for_checkpoint, neighbors_of, Index (memory-mapped feature index)
+    neighbors   build_index, index_name, index_from_store, index_for_checkpoint, neighbors_of, Index (memory-mapped feature index)
     projection  project (PCA, t-SNE, UMAP), embedding, embedding_for_checkpoint, subsample
     compare     compare, compare_checkpoints, mcnemar, selection_csv, split_paths
     calibration fit_temperature, fit_temperature_logits, temperature_report, apply_temperature, save_temperature,

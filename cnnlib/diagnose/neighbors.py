@@ -84,6 +84,11 @@ class Index:
         return (idx[0], val[0]) if one else (idx, val)
 
 
+def index_name(model_key_: str, key: str, dtype: str = "float32") -> str:
+    """The cache entry's name (<cache_dir>/<name>.json and .<array>.npy) of an index under (model key, data key)."""
+    return f"neighbors-{model_key_}-{_safe(key)}-{dtype}"
+
+
 def build_index(model: nn.Module, x_train, y_train, cache_dir: str | None = None, key: str = "",
                 dtype: str = "float32", batch_size: int = 256, progress: str | None = None,
                 rebuild: bool = False, features=None) -> Index:
@@ -104,7 +109,7 @@ def build_index(model: nn.Module, x_train, y_train, cache_dir: str | None = None
         raise CNNLibError(f"an index needs images (N, C, H, W) and N labels, got {tuple(np.shape(x_train))} "
                           f"and {y.shape}")
     expect = {"kind": "neighbors", "model": model_key(model), "data": str(key), "n": len(y), "dtype": dtype}
-    name = f"neighbors-{expect['model']}-{_safe(key)}-{dtype}"
+    name = index_name(expect["model"], key, dtype)
     if cache_dir and not rebuild:
         hit = read_entry(cache_dir, name, expect)
         if hit is not None and np.array_equal(hit[0]["labels"], y):
