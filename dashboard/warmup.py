@@ -140,16 +140,20 @@ def split_features(ctx: Ctx, split: str, pixels) -> dict:
         lock = _FEATURE_LOCKS.setdefault(key, threading.Lock())
     what = "training" if split == "train" else "test"
     text = f"Reading the {len(pixels[1]):,} {what} images through the network (once per checkpoint; then from disk)…"
-    bar = None if _in_background() else st.progress(0.0, text=text)
+    bar = []                                           # drawn at the first progress: a disk hit draws nothing
+
+    def show(done: int, total: int) -> None:
+        if not _in_background():
+            if not bar:
+                bar.append(st.progress(0.0, text=text))
+            bar[0].progress(min(1.0, done / max(total, 1)), text=text)
     try:
         if not lock.acquire(blocking=False):           # another session or the warm-up is on it: show its progress
             with _LOCK:
                 _WAITING[0] += 1
             try:
                 while not lock.acquire(timeout=0.5):
-                    done, total = _PROGRESS.get(key, (0, 1))
-                    if bar is not None:
-                        bar.progress(min(1.0, done / max(total, 1)), text=text)
+                    show(*_PROGRESS.get(key, (0, 1)))
             finally:
                 with _LOCK:
                     _WAITING[0] -= 1
@@ -158,8 +162,7 @@ def split_features(ctx: Ctx, split: str, pixels) -> dict:
                 def back(done: int, total: int) -> None:
                     _PROGRESS[key] = (done, total)
                     _yield_to_pages()
-                    if bar is not None:
-                        bar.progress(min(1.0, done / max(total, 1)), text=text)
+                    show(done, total)
                 folder, data_key = features.checkpoint_feature_key(ctx.meta, split, ctx.data or None)
                 while len(_FEATURES) >= 8:                  # memory-mapped, but bounded all the same
                     _FEATURES.pop(next(iter(_FEATURES)))
@@ -169,8 +172,8 @@ def split_features(ctx: Ctx, split: str, pixels) -> dict:
             lock.release()
             _PROGRESS.pop(key, None)
     finally:
-        if bar is not None:
-            bar.empty()
+        for b in bar:
+            b.empty()
     return _FEATURES[key]
 
 
