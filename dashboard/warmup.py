@@ -8,7 +8,7 @@ background part off):
   it loads the model into the shared cache and fills the caches the pages read (test pixels, predictions,
   layer table, the test and training images' penultimate features on disk, the default map, the neighbour
   indexes), so that every page afterwards reads them instead of computing. `status(ctx)` draws its progress in
-  the sidebar (a fragment polling every second while it runs; one full rerun when it has finished).
+  the sidebar (a fragment polling every second while it runs, then its last line).
 - `split_features(ctx, split, pixels)`: cnnlib.diagnose.features' one pass per checkpoint and split, shared by
   the warm-up and every page (one at a time per split: a page that needs what the warm-up is computing shows
   the warm-up's progress instead of starting a second pass)."""
@@ -282,8 +282,9 @@ def _line(p: dict) -> str:
 @st.fragment(run_every=POLL_S)
 def _live(ctx: Ctx) -> None:
     p = progress(ctx)
-    if p is None or p["finished"]:
-        st.rerun()                      # once: the page redraws without polling, from what is now cached
+    if p is None or p["finished"]:      # no full rerun from here: it could swallow a page switch clicked meanwhile
+        _done_line(p)
+        return
     st.progress((p["step"] + (p["done"] / p["total"] if p["total"] else 0)) / len(STEPS), text=_line(p))
 
 
@@ -295,7 +296,12 @@ def status(ctx: Ctx | None) -> None:
     with st.container(key="side_warm"):
         if not p["finished"]:
             _live(ctx)
-        elif p["failed"]:
-            st.caption("The background preparation stopped early: each page computes what it needs when opened.")
         else:
-            st.caption(f"Prepared in {p['seconds']:.0f} s: every page reads from the cache (kept on disk).")
+            _done_line(p)
+
+
+def _done_line(p: dict | None) -> None:
+    if p is not None and p["failed"]:
+        st.caption("The background preparation stopped early: each page computes what it needs when opened.")
+    elif p is not None:
+        st.caption(f"Prepared in {p['seconds']:.0f} s: every page reads from the cache (kept on disk).")
